@@ -1,0 +1,163 @@
+"""The plugin's config schema in Kong's schema DSL (what `--dump` reports and Kong validates)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+Field = dict[str, Any]
+
+DURATIONS = ["second", "seconds", "minute", "minutes", "hour", "hours", "day", "days"]
+HTTP_METHODS = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "TRACE", "CONNECT"]
+
+
+def _string(**extra: Any) -> Field:
+    return {"type": "string", **extra}
+
+
+def _array(elements: Field, **extra: Any) -> Field:
+    return {"type": "array", "elements": elements, **extra}
+
+
+def _record(*fields: tuple[str, Field], **extra: Any) -> Field:
+    return {"type": "record", "fields": [{name: spec} for name, spec in fields], **extra}
+
+
+RATE_LIMITS = _array(
+    _record(
+        ("limit", {"type": "integer", "required": True, "between": [0, 2**31 - 1]}),
+        ("duration", _string(required=True, one_of=DURATIONS)),
+    )
+)
+
+API = _record(
+    ("name", _string(required=True)),
+    ("version", _string()),
+    ("spec_file", _string()),
+    ("spec", _string()),
+    ("base_path", _string()),
+    ("service", _string()),
+    ("hosts", _array(_string())),
+    (
+        "operations",
+        _array(
+            _record(
+                ("method", _string(required=True, one_of=HTTP_METHODS)),
+                ("path", _string(required=True, starts_with="/")),
+                ("operation_id", _string()),
+            )
+        ),
+    ),
+    ("rate_limits", RATE_LIMITS),
+)
+
+PACKAGE = _record(
+    ("name", _string(required=True)),
+    ("description", _string()),
+    ("rate_limits", RATE_LIMITS),
+    (
+        "operations",
+        _array(
+            _record(
+                ("api", _string(required=True)),
+                ("method", _string(one_of=HTTP_METHODS)),
+                ("path", _string(starts_with="/")),
+                ("operation_id", _string()),
+                ("rate_limits", RATE_LIMITS),
+            )
+        ),
+    ),
+)
+
+APPLICATION = _record(
+    ("id", _string(required=True)),
+    ("name", _string()),
+    ("consumer", _string()),
+    (
+        "credentials",
+        _array(
+            _record(
+                ("key_hash", _string(required=True, starts_with="sha256:")),
+                ("status", _string(required=True, default="active", one_of=["active", "revoked"])),
+                # Kong's DSL has no union type: an ISO 8601 time (epoch seconds work in the core
+                # only when the config does not pass through Kong's validation).
+                ("expires_at", _string()),
+            )
+        ),
+    ),
+    (
+        "registrations",
+        _array(
+            _record(
+                ("package", _string()),
+                ("api", _string()),
+                (
+                    "status",
+                    _string(required=True, one_of=["approved", "pending", "rejected", "revoked"]),
+                ),
+            )
+        ),
+    ),
+)
+
+REDIS = _record(
+    ("host", _string()),
+    ("port", {"type": "integer", "default": 6379, "between": [0, 65535]}),
+    ("database", {"type": "integer", "default": 0}),
+    ("username", _string(referenceable=True)),
+    ("password", _string(referenceable=True, encrypted=True)),
+    ("ssl", {"type": "boolean", "default": False}),
+    ("ssl_verify", {"type": "boolean", "default": False}),
+    ("server_name", _string()),
+    ("timeout", {"type": "integer", "default": 2000, "between": [0, 2**31 - 1]}),
+)
+
+RATE_LIMITING = _record(
+    ("sync_rate", {"type": "number"}),
+    ("redis", REDIS),
+    ("fault_tolerant", {"type": "boolean", "required": True, "default": True}),
+    ("hide_client_headers", {"type": "boolean", "required": True, "default": False}),
+    ("window_type", _string(required=True, default="sliding", one_of=["fixed", "sliding"])),
+    required=True,
+)
+
+# The fields of the plugin's `config` record, in kong-pdk's `Schema` shape (list of 1-key maps).
+CONFIG_FIELDS: tuple[Field, ...] = (
+    {"match_policy": _string(required=True, default="if_present",
+                             one_of=["if_present", "required"])},
+    {"anonymous": _string()},
+    {"key_names": _array(_string(), required=True, default=["apikey"], len_min=1)},
+    {"key_in_header": {"type": "boolean", "required": True, "default": True}},
+    {"key_in_query": {"type": "boolean", "required": True, "default": True}},
+    {"hide_credentials": {"type": "boolean", "required": True, "default": False}},
+    {"specs_dir": _string()},
+    {"apis": _array(API, required=True, default=[])},
+    {"packages": _array(PACKAGE, required=True, default=[])},
+    {"applications": _array(APPLICATION, required=True, default=[])},
+    {"rate_limiting": RATE_LIMITING},
+)
+
+
+def config_record() -> Field:
+    """The `config` field as Kong sees it: a record of CONFIG_FIELDS."""
+    return {"type": "record", "fields": list(CONFIG_FIELDS)}
+
+
+def empty_maps_to_lists(value: Any, schema: Field) -> Any:
+    """Turn `{}` into `[]` where the schema wants an array.
+
+    Lua cannot tell an empty array from an empty map; cjson may encode either as `{}`.
+    """
+    kind = schema.get("type")
+    if kind in ("array", "set"):
+        if isinstance(value, dict) and not value:
+            return []
+        if isinstance(value, list):
+            return [empty_maps_to_lists(v, schema["elements"]) for v in value]
+    elif kind == "record" and isinstance(value, dict):
+        out = dict(value)
+        for entry in schema["fields"]:
+            ((name, sub),) = entry.items()
+            if name in out and out[name] is not None:
+                out[name] = empty_maps_to_lists(out[name], sub)
+        return out
+    return value

@@ -1,0 +1,279 @@
+"""Kong's PDK answered from a request description, with the effects the plugin makes recorded.
+
+The typed Step names and the multi-map fix-ups follow mp_rpc.lua (``get_step_method``,
+``must_fix``/``fix_mmap``); ``kong.nginx.get_var`` and friends follow plugin.lua's
+``exposed_api``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import unquote_to_bytes
+
+from ..normalize import normalize_path
+
+# mp_rpc.lua get_step_method: by_pdk_method
+STEP_METHODS = {
+    "kong.client.get_credential": "plugin.StepCredential",
+    "kong.client.load_consumer": "plugin.StepConsumer",
+    "kong.client.get_consumer": "plugin.StepConsumer",
+    "kong.client.authenticate": "plugin.StepCredential",
+    "kong.node.get_memory_stats": "plugin.StepMemoryStats",
+    "kong.router.get_route": "plugin.StepRoute",
+    "kong.router.get_service": "plugin.StepService",
+    "kong.request.get_query": "plugin.StepMultiMap",
+    "kong.request.get_headers": "plugin.StepMultiMap",
+    "kong.response.get_headers": "plugin.StepMultiMap",
+    "kong.service.response.get_headers": "plugin.StepMultiMap",
+}
+MAX_HEADERS = 100  # lua_max_req_headers: kong.request.get_headers() returns the first 100
+TERMINAL = frozenset({"kong.response.exit", "kong.response.error"})
+
+
+class LuaError(Exception):
+    """A Lua error raised by a PDK function: Kong aborts the request with a 500."""
+
+
+Headers = dict[str, Any]
+
+
+@dataclass
+class KongRequest:
+    """A client request as Kong's PDK would see it in the access phase."""
+
+    method: str = "GET"
+    path: str = "/"  # the raw request target, query included ("/flights?x=1")
+    headers: Headers = field(default_factory=dict)  # name -> str | bytes | list
+    host: str = "localhost"
+    service: dict[str, Any] | None = None
+    route: dict[str, Any] | None = None
+    consumer: dict[str, Any] | None = None  # authenticated by an earlier auth plugin
+    credential: dict[str, Any] | None = None
+    http_version: str = "1.1"
+    request_line: str | None = None  # override $request (e.g. an absolute-form target)
+
+
+def fix_mmap(table: dict[str, Any]) -> dict[str, Any]:
+    """mp_rpc.lua fix_mmap: string values become one-element lists, `true` an empty list."""
+    out: dict[str, Any] = {}
+    for k, v in table.items():
+        if v is True:
+            out[k] = []
+        elif isinstance(v, (str, bytes)):
+            out[k] = [v]
+        else:
+            out[k] = list(v)
+    return out
+
+
+def lua_uri_args(raw: str) -> dict[str, Any]:
+    """ngx.req.get_uri_args: `+` is space, a bare name is `true`, repeats become lists."""
+    args: dict[str, Any] = {}
+    for part in raw.split("&"):
+        if not part:
+            continue
+        name, eq, value = part.partition("=")
+        if not name:
+            continue
+        key = _unescape(name)
+        val: Any = _unescape(value) if eq else True
+        if key in args:
+            prev = args[key]
+            args[key] = (prev if isinstance(prev, list) else [prev]) + [val]
+        else:
+            args[key] = val
+    return args
+
+
+def _unescape(s: str) -> str:
+    return unquote_to_bytes(s.replace("+", " ")).decode("utf-8", "surrogateescape")
+
+
+def _lower_headers(headers: Headers) -> dict[str, list[Any]]:
+    out: dict[str, list[Any]] = {}
+    for name, value in headers.items():
+        values = value if isinstance(value, list) else [value]
+        out.setdefault(name.lower(), []).extend(values)
+    return out
+
+
+class KongPDK:
+    """The PDK of one request: answers reads, records writes."""
+
+    def __init__(self, req: KongRequest, consumers: list[dict[str, Any]]) -> None:
+        self.req = req
+        self.consumers = consumers
+        raw_path, _, raw_query = req.path.partition("?")
+        self.raw_path = raw_path
+        self.raw_query = raw_query
+        self.request_uri = req.path
+        self.upstream_headers = _lower_headers(req.headers)  # ngx.req.set_header edits these
+        self.upstream_query = raw_query
+        self.response_headers: dict[str, Any] = {}
+        self.authenticated: tuple[Any, Any] | None = (
+            (req.consumer, req.credential) if req.consumer or req.credential else None)
+        self.exit: tuple[int, Any, dict[str, Any]] | None = None
+        self.logs: list[tuple[str, str]] = []
+        self.shared: dict[str, Any] = {}
+        self.calls: list[str] = []
+
+    # --- dispatch -------------------------------------------------------------------------
+
+    def call(self, method: str, args: list[Any]) -> tuple[str, Any]:
+        """Run one PDK call; returns (Step method name, result) as mp_rpc.lua would."""
+        self.calls.append(method)
+        fn = self._methods().get(method)
+        if fn is None:
+            if method.startswith("kong.log."):
+                self.logs.append((method.rsplit(".", 1)[1], " ".join(map(str, args))))
+                return "plugin.Step", None
+            # call_pdk_method: "could not find pdk method", then a Step with nil Data.
+            self.logs.append(("err", f"could not find pdk method: {method}"))
+            return "plugin.Step", None
+        result = fn(*args)
+        if method in ("kong.request.get_headers", "kong.request.get_query",
+                      "kong.response.get_headers", "kong.service.response.get_headers"):
+            result = fix_mmap(result)
+        return STEP_METHODS.get(method, "plugin.Step"), result
+
+    def _methods(self) -> dict[str, Callable[..., Any]]:
+        return {
+            "kong.nginx.get_var": self.get_var,
+            "kong.request.get_method": lambda: self.req.method,
+            "kong.request.get_path": lambda: normalize_path(self.raw_path),
+            "kong.request.get_raw_path": lambda: self.raw_path,
+            "kong.request.get_path_with_query": lambda: self.request_uri,
+            "kong.request.get_raw_query": lambda: self.raw_query,
+            "kong.request.get_query": lambda *_: lua_uri_args(self.raw_query),
+            "kong.request.get_headers": self.get_headers,
+            "kong.request.get_header": self.get_header,
+            "kong.request.get_host": lambda: self.req.host.lower().split(":")[0],
+            "kong.request.get_scheme": lambda: "http",
+            "kong.router.get_service": lambda: self.req.service,
+            "kong.router.get_route": lambda: self.req.route,
+            "kong.client.get_consumer": lambda: self.authenticated and self.authenticated[0],
+            "kong.client.get_credential": lambda: self.authenticated and self.authenticated[1],
+            "kong.client.load_consumer": self.load_consumer,
+            "kong.client.authenticate": self.authenticate,
+            "kong.service.request.set_header": lambda n, v: self.set_upstream({n: v}),
+            "kong.service.request.set_headers": self.set_upstream,
+            "kong.service.request.clear_header": lambda n: self.set_upstream({n: []}),
+            "kong.service.request.set_raw_query": self.set_raw_query,
+            "kong.response.set_header": lambda n, v: self.set_response({n: v}),
+            "kong.response.set_headers": self.set_response,
+            "kong.response.exit": self.do_exit,
+            "kong.response.error": lambda status, msg=None, headers=None: self.do_exit(
+                status, {"message": msg or "An unexpected error occurred"}, headers),
+            "kong.ctx.shared.get": lambda k: self.shared.get(k),
+            "kong.ctx.shared.set": lambda k, v: self.shared.__setitem__(k, v),
+        }
+
+    # --- reads ----------------------------------------------------------------------------
+
+    def get_var(self, name: str) -> Any:
+        """ngx.var.<name> for the variables a plugin may ask about."""
+        if name == "request":
+            if self.req.request_line is not None:
+                return self.req.request_line
+            proto = "HTTP/2.0" if self.req.http_version == "2" else f"HTTP/{self.req.http_version}"
+            return f"{self.req.method} {self.request_uri} {proto}"
+        return {
+            "request_uri": self.request_uri,
+            "request_method": self.req.method,
+            "args": self.raw_query or None,
+            "host": self.req.host.lower().split(":")[0],
+            "scheme": "http",
+        }.get(name)
+
+    def get_headers(self, max_headers: int | None = None) -> dict[str, Any]:
+        """ngx.req.get_headers(): lower-case names, the first 100 header lines."""
+        out: dict[str, Any] = {}
+        count = 0
+        for name, value in self.req.headers.items():
+            for v in value if isinstance(value, list) else [value]:
+                if count >= (max_headers or MAX_HEADERS):
+                    return out
+                count += 1
+                key = name.lower()
+                if key in out:
+                    prev = out[key]
+                    out[key] = (prev if isinstance(prev, list) else [prev]) + [v]
+                else:
+                    out[key] = v
+        return out
+
+    def get_header(self, name: str) -> Any:
+        """First value of one request header."""
+        v = self.get_headers().get(name.lower().replace("_", "-"))
+        return v[0] if isinstance(v, list) else v
+
+    def load_consumer(self, ref: str, by_username: bool = False) -> Any:
+        """kong.client.load_consumer: by id, then (if asked) by username."""
+        for c in self.consumers:
+            if c.get("id") == ref:
+                return c
+        if by_username:
+            for c in self.consumers:
+                if c.get("username") == ref:
+                    return c
+        return None
+
+    # --- writes ---------------------------------------------------------------------------
+
+    def authenticate(self, consumer: Any = None, credential: Any = None) -> None:
+        """kong.client.authenticate: tables or nil, at least one of them."""
+        if consumer is None and credential is None:
+            raise LuaError("either credential or consumer must be provided")
+        for v in (consumer, credential):
+            if v is not None and not isinstance(v, dict):
+                raise LuaError("consumer and credential must be tables or nil")
+        self.authenticated = (consumer, credential)
+
+    def set_upstream(self, headers: dict[str, Any]) -> None:
+        """kong.service.request.set_headers; an empty list clears the header (see adapter)."""
+        _validate_headers(headers)
+        for name, value in headers.items():
+            values = value if isinstance(value, list) else [value]
+            if values:
+                self.upstream_headers[name.lower()] = [v if v != "" else " " for v in values]
+            else:
+                self.upstream_headers.pop(name.lower(), None)
+
+    def set_raw_query(self, query: str) -> None:
+        """kong.service.request.set_raw_query."""
+        if not isinstance(query, str):
+            raise LuaError("query must be a string")
+        self.upstream_query = query
+
+    def set_response(self, headers: dict[str, Any]) -> None:
+        """kong.response.set_headers."""
+        _validate_headers(headers)
+        for name, value in headers.items():
+            if isinstance(value, list) and not value:
+                self.response_headers.pop(name, None)
+            else:
+                self.response_headers[name] = value
+
+    def do_exit(self, status: int, body: Any = None, headers: dict[str, Any] | None = None) -> None:
+        """kong.response.exit: the request ends here."""
+        if not isinstance(status, int) or not 100 <= status <= 599:
+            raise LuaError("code must be a number between 100 and 599")
+        if headers is not None:
+            _validate_headers(headers)
+        self.exit = (status, body, dict(headers or {}))
+
+
+def _validate_headers(headers: Any) -> None:
+    # kong/pdk/private/checks.lua validate_headers
+    if not isinstance(headers, dict):
+        raise LuaError("headers must be a table")
+    for k, v in headers.items():
+        if not isinstance(k, str):
+            raise LuaError(f"invalid header name {k!r}")
+        if isinstance(v, list):
+            if not all(isinstance(x, str) for x in v):
+                raise LuaError(f"invalid header value in array {k!r}")
+        elif not isinstance(v, (str, int, float, bool)):
+            raise LuaError(f"invalid header value for {k!r}")

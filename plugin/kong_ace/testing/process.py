@@ -1,0 +1,109 @@
+"""Start a real plugin-server process on a Unix socket, as Kong's process.lua does."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+
+def server_command() -> list[str]:
+    """The installed `kong-ace-server` console script (next to this interpreter)."""
+    exe = Path(sys.executable).with_name("kong-ace-server")
+    if exe.exists():
+        return [str(exe)]
+    found = shutil.which("kong-ace-server")
+    return [found] if found else [sys.executable, "-m", "kong_ace.server"]
+
+
+def dump_info(command: list[str] | None = None) -> list[dict[str, Any]]:
+    """What Kong's query command reads: the plugin-info list printed by ``--dump``."""
+    out = subprocess.run([*(command or server_command()), "--dump"], check=True,
+                         capture_output=True, timeout=60)
+    return json.loads(out.stdout)  # type: ignore[no-any-return]
+
+
+class PluginServerProcess:
+    """A plugin server process listening on ``<tmpdir>/<socket_name>``; a context manager."""
+
+    def __init__(self, command: list[str] | None = None, *, args: tuple[str, ...] = (),
+                 socket_name: str = "ace.sock", env: dict[str, str] | None = None,
+                 cwd: str | None = None) -> None:
+        self._tmp = tempfile.TemporaryDirectory(prefix="kong-ace-")
+        self.prefix = self._tmp.name
+        self.socket = os.path.join(self.prefix, socket_name)
+        self.log_path = os.path.join(self.prefix, "server.log")
+        self.command = [*(command or server_command()), "-p", self.prefix,
+                        "--socket-name", socket_name, *args]
+        self._env = {**os.environ, **(env or {})}
+        self._cwd = cwd
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self, timeout: float = 30.0) -> PluginServerProcess:
+        """Spawn the server and wait (bounded) until its socket accepts connections."""
+        log = open(self.log_path, "wb")  # noqa: SIM115 - owned by the child process
+        self.proc = subprocess.Popen(self.command, stdout=log, stderr=subprocess.STDOUT,
+                                     env=self._env, cwd=self._cwd)
+        log.close()
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"plugin server exited ({self.proc.returncode}):\n{self.log}")
+            if os.path.exists(self.socket) and _accepts(self.socket):
+                return self
+            time.sleep(0.02)  # polling for the socket file, bounded by the deadline
+        self.stop()
+        raise TimeoutError(f"no socket at {self.socket} after {timeout}s:\n{self.log}")
+
+    @property
+    def log(self) -> str:
+        """Everything the server wrote to stdout and stderr so far."""
+        try:
+            return Path(self.log_path).read_text(errors="replace")
+        except OSError:
+            return ""
+
+    @property
+    def pid(self) -> int:
+        """The server's process id."""
+        assert self.proc is not None
+        return self.proc.pid
+
+    def alive(self) -> bool:
+        """True while the process runs."""
+        return self.proc is not None and self.proc.poll() is None
+
+    def stop(self) -> None:
+        """Terminate the server (by its pid) and remove the temp dir."""
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(timeout=10)
+        self._tmp.cleanup()
+
+    def __enter__(self) -> PluginServerProcess:
+        return self.start()
+
+    def __exit__(self, *_: Any) -> None:
+        self.stop()
+
+
+def _accepts(path: str) -> bool:
+    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        s.connect(path)
+        return True
+    except OSError:
+        return False
+    finally:
+        s.close()

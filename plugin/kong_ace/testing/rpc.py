@@ -1,0 +1,81 @@
+"""Kong's msgpack-RPC client side (kong/runloop/plugin_servers/rpc/mp_rpc.lua, ``Rpc:call``)."""
+
+from __future__ import annotations
+
+import socket
+from typing import Any
+
+import msgpack
+
+
+class RPCFailure(Exception):
+    """The plugin server answered an error, or the connection failed ("no data")."""
+
+
+class KongRPC:
+    """One nginx worker's RPC object: its own msg ids, its own socket(s).
+
+    Kong calls ``ngx.socket.connect`` for each call and puts the socket back in the keepalive
+    pool afterwards, so one worker keeps reusing a connection; ``fresh_connections`` opens a
+    new one per call instead (what happens when the pool is empty).
+    """
+
+    def __init__(self, path: str, *, fresh_connections: bool = False, timeout: float = 30.0):
+        self.path = path
+        self.fresh = fresh_connections
+        self.timeout = timeout
+        self.msg_id = 0
+        self.server_pid: int | None = None
+        self.notifications: list[tuple[str, Any]] = []
+        self._sock: socket.socket | None = None
+        self._unpacker: msgpack.Unpacker | None = None
+        # Lua strings are bytes and MessagePack.lua packs them as str: bytes here go out as
+        # str-type raw strings (use_bin_type=False), like Kong sends non-UTF-8 header values.
+        self._packer = msgpack.Packer(use_bin_type=False)
+
+    def _connect(self) -> None:
+        s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        s.settimeout(self.timeout)
+        s.connect(self.path)
+        self._sock = s
+        self._unpacker = msgpack.Unpacker(raw=False, unicode_errors="surrogateescape",
+                                          strict_map_key=False)
+
+    def close(self) -> None:
+        """Drop the pooled connection."""
+        if self._sock is not None:
+            self._sock.close()
+        self._sock = None
+
+    def call(self, method: str, *args: Any) -> Any:
+        """``Rpc:call``: send ``[0, id, method, args]``, read until our response."""
+        self.msg_id += 1
+        msg_id = self.msg_id
+        if self._sock is None or self.fresh:
+            self.close()
+            self._connect()
+        assert self._sock is not None and self._unpacker is not None
+        try:
+            self._sock.sendall(self._packer.pack([0, msg_id, method, list(args)]))
+            while True:
+                for data in self._unpacker:
+                    if data[0] == 2:  # notification [2, label, args]
+                        self._notify(data[1], data[2])
+                        continue
+                    assert data[0] == 1, "RPC response expected from plugin server"
+                    assert data[1] == msg_id, "unexpected RPC response ID from plugin server"
+                    if data[2] is not None:
+                        raise RPCFailure(str(data[2]))
+                    return data[3]
+                chunk = self._sock.recv(65536)
+                if not chunk:
+                    raise RPCFailure("no data")
+                self._unpacker.feed(chunk)
+        except OSError as exc:
+            self.close()
+            raise RPCFailure(f"no data ({exc})") from None
+
+    def _notify(self, label: str, args: Any) -> None:
+        self.notifications.append((label, args))
+        if label == "serverPid":
+            self.server_pid = int(args)
