@@ -10,6 +10,7 @@ only what the decision needs and writes with multi-header setters:
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
 from collections.abc import Mapping
@@ -81,6 +82,11 @@ class ConsumerCache:
 CONSUMERS = ConsumerCache()
 
 
+def compiled_count() -> int:
+    """How many distinct compiled configs this process holds (for plugin.GetStatus)."""
+    return len(CACHE)
+
+
 class Plugin:
     """One plugin instance (one per nginx worker and config version); the config is shared."""
 
@@ -100,10 +106,9 @@ class Plugin:
         except Exception as exc:  # noqa: BLE001 - the boundary: nothing may escape to Kong
             # Name the failure, not the request: headers may hold keys.
             log.exception("ace: internal error in access phase: %s", type(exc).__name__)
-            try:
+            # Kong logs plugin-server output at info level only: tell Kong's error log too.
+            with contextlib.suppress(Exception):
                 kong.log.err("ace: internal error: " + type(exc).__name__)
-            except Exception:  # noqa: BLE001 - logging must not hide the 500
-                pass
             kong.response.exit(500, ERROR_BODY)
 
     def _access(self, kong: Any) -> bool:

@@ -13,6 +13,7 @@ and never leaves Kong waiting (kong-pdk 0.36 wedges every later event in that ca
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import queue
 import threading
@@ -160,10 +161,8 @@ class ThreadEvent(Event):
         return self._wait()
 
     def _thread_main(self) -> None:
-        try:
+        with contextlib.suppress(GreenletExit):  # cancelled: Kong will never step again
             self._to_kong.put(self._run())
-        except GreenletExit:  # cancelled
-            pass
 
     def _wait(self) -> Output:
         try:

@@ -82,9 +82,11 @@ class PluginServer:
         return self.info()
 
     def get_status(self, *_: Any) -> dict[str, Any]:
-        """plugin.GetStatus."""
+        """plugin.GetStatus; ``Compiled`` counts the distinct compiled configs in memory."""
+        compiled = getattr(self.module, "compiled_count", None)
         return {"Pid": os.getpid(), "Plugins": {self.name: {
-            "Name": self.name, "Instances": [self._status(i) for i in list(self.instances)]}}}
+            "Name": self.name, "Instances": [self._status(i) for i in list(self.instances)],
+            "Events": len(self.events), "Compiled": compiled() if compiled else None}}}
 
     # --- instances ------------------------------------------------------------------------
 

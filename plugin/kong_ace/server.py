@@ -7,6 +7,8 @@ Accepts kong-pdk's dedicated-server flags (what Kong's ``pluginserver_*_start_cm
 from __future__ import annotations
 
 import argparse
+import contextlib
+import importlib
 import json
 import logging
 import os
@@ -46,6 +48,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                     help=f"concurrency model (default: {DEFAULT_MODE})")
     p.add_argument("--dump", "-dump", action="store_true",
                    help="print the plugin info JSON list on stdout and exit")
+    p.add_argument("--plugin", default="kong_ace.adapter", metavar="MODULE",
+                   help="module with Plugin, Schema, version, priority served as 'ace' "
+                        "(default: %(default)s; others are for tests)")
     args = p.parse_args(argv)
     args.mode = "gevent" if args.gevent else (args.mode or DEFAULT_MODE)
     return args
@@ -55,11 +60,7 @@ def main(argv: list[str] | None = None) -> int:
     """Entry point of the console script."""
     args = parse_args(argv)
     if args.dump:
-        from . import adapter
-        from .events import GreenletEvent
-        from .rpc import PluginServer
-
-        sys.stdout.write(json.dumps([PluginServer(NAME, adapter, GreenletEvent).info()]))
+        sys.stdout.write(json.dumps([build_server("threading", args.plugin).info()]))
         sys.stdout.flush()
         return 0
     if args.mode == "gevent":
@@ -77,23 +78,21 @@ def main(argv: list[str] | None = None) -> int:
         log.error("prefix %s does not exist, cannot create the unix socket", args.prefix)
         return 1
     path = os.path.join(args.prefix, args.socket_name)
-    return serve(path, args.mode, args.listen_queue_size)
+    return serve(path, build_server(args.mode, args.plugin), args.mode, args.listen_queue_size)
 
 
-def build_server(mode: str) -> Any:
-    """The PluginServer for `ace` with the event runner of ``mode``."""
-    from . import adapter
+def build_server(mode: str, plugin: str = "kong_ace.adapter") -> Any:
+    """The PluginServer for `ace`: the plugin module, with the event runner of ``mode``."""
     from .events import EVENT_TYPES
     from .rpc import PluginServer
 
-    return PluginServer(NAME, adapter, EVENT_TYPES[mode])
+    return PluginServer(NAME, importlib.import_module(plugin), EVENT_TYPES[mode])
 
 
-def serve(path: str, mode: str, backlog: int = 4096) -> int:
+def serve(path: str, server: Any, mode: str, backlog: int = 4096) -> int:
     """Listen on ``path`` and serve Kong until terminated or orphaned."""
     from .rpc import Connection
 
-    server = build_server(mode)
     if os.path.exists(path):
         os.remove(path)
     listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
@@ -110,10 +109,8 @@ def serve(path: str, mode: str, backlog: int = 4096) -> int:
             conn.close()
 
     def stop(*_: Any) -> None:
-        try:
+        with contextlib.suppress(OSError):
             os.remove(path)
-        except OSError:
-            pass
         os._exit(0)
 
     signal.signal(signal.SIGTERM, stop)

@@ -61,6 +61,7 @@ class KongWorker:
         self.node = node
         self.index = index
         self.rpc = KongRPC(node.socket, fresh_connections=node.fresh_connections)
+        self.conf = node.plugin_conf  # workers pick up a new config each at their own time
         self.running: dict[str, dict[str, Any]] = {}
         self.started: list[int] = []
         self.closed: list[int] = []
@@ -92,7 +93,7 @@ class KongWorker:
 
     def handle(self, req: KongRequest) -> Result:
         """Run the access phase of the plugin for ``req`` (mp_rpc.lua handle_event)."""
-        conf = self.node.plugin_conf
+        conf = self.conf
         pdk = KongPDK(req, self.node.consumers)
         result = Result(status=0)
         for _attempt in range(MAX_RETRIES + 1):
@@ -165,11 +166,15 @@ class KongNode:
         self.consumers = consumers or []
         self.rpc_total = 0
         self.plugin_conf: dict[str, Any] = {}
+        self.workers: list[KongWorker] = []
         self.configure(config)
         self.workers = [KongWorker(self, i) for i in range(workers)]
 
-    def configure(self, config: dict[str, Any]) -> None:
-        """A config change: same plugin id, new ``__seq__`` (what Kong's plugins iterator adds)."""
+    def configure(self, config: dict[str, Any], *, workers: list[int] | None = None) -> None:
+        """A config change: same plugin id, new ``__seq__`` (what Kong's plugins iterator adds).
+
+        ``workers`` limits which workers have seen the change yet (all by default).
+        """
         self.seq += 1
         self.plugin_conf = {
             **config,
@@ -180,6 +185,9 @@ class KongNode:
             "service_id": None,
             "consumer_id": None,
         }
+        for w in self.workers:
+            if workers is None or w.index in workers:
+                w.conf = self.plugin_conf
 
     def request(self, req: KongRequest | None = None, *, worker: int = 0, **kw: Any) -> Result:
         """Send one request through worker ``worker``."""

@@ -53,6 +53,7 @@ class KongRequest:
     credential: dict[str, Any] | None = None
     http_version: str = "1.1"
     request_line: str | None = None  # override $request (e.g. an absolute-form target)
+    answers: dict[str, Any] = field(default_factory=dict)  # PDK method -> forced result
 
 
 def fix_mmap(table: dict[str, Any]) -> dict[str, Any]:
@@ -124,6 +125,8 @@ class KongPDK:
     def call(self, method: str, args: list[Any]) -> tuple[str, Any]:
         """Run one PDK call; returns (Step method name, result) as mp_rpc.lua would."""
         self.calls.append(method)
+        if method in self.req.answers:
+            return STEP_METHODS.get(method, "plugin.Step"), self.req.answers[method]
         fn = self._methods().get(method)
         if fn is None:
             if method.startswith("kong.log."):
