@@ -2,9 +2,8 @@
 
 import sys
 
-from kong_pdk.cli import start_dedicated_server
-
 from kong_ace.testing import faulty
+from kong_pdk.cli import start_dedicated_server
 
 
 class Plugin(faulty.Plugin):

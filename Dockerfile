@@ -1,0 +1,39 @@
+# Kong Gateway 3.9 (DB-less) with the kong-ace plugin served by its own Python plugin server.
+#   docker build -t kong-ace .
+#   docker run --rm -p 8000:8000 -p 8001:8001 kong-ace
+FROM kong:3.9
+
+USER 0
+
+# Python from Ubuntu's archive; versions follow the base image's release.
+# hadolint ignore=DL3008
+RUN apt-get update \
+    && apt-get install -y --no-install-recommends python3 python3-venv \
+    && rm -rf /var/lib/apt/lists/*
+
+WORKDIR /opt/kong-ace/src
+COPY pyproject.toml README* ./
+COPY plugin ./plugin
+RUN python3 -m venv /opt/kong-ace/venv \
+    && /opt/kong-ace/venv/bin/pip install --no-cache-dir --disable-pip-version-check . \
+    && /opt/kong-ace/venv/bin/kong-ace-server --dump > /dev/null
+
+# kong.yml names /opt/kong-ace/specs as specs_dir.
+COPY specs /opt/kong-ace/specs
+COPY kong.yml /opt/kong-ace/kong.yml
+
+# Kong starts the server itself (START_CMD) and asks it for the plugin's schema (QUERY_CMD).
+# The socket lives in Kong's prefix, which the kong user owns.
+ENV PYTHONUNBUFFERED=1 \
+    KONG_DATABASE=off \
+    KONG_DECLARATIVE_CONFIG=/opt/kong-ace/kong.yml \
+    KONG_PLUGINS=bundled,ace \
+    KONG_PLUGINSERVER_NAMES=ace \
+    KONG_PLUGINSERVER_ACE_SOCKET=/usr/local/kong/ace.sock \
+    KONG_PLUGINSERVER_ACE_START_CMD="/opt/kong-ace/venv/bin/kong-ace-server -p /usr/local/kong --socket-name ace.sock" \
+    KONG_PLUGINSERVER_ACE_QUERY_CMD="/opt/kong-ace/venv/bin/kong-ace-server --dump"
+
+WORKDIR /
+# Back to the base image's own unprivileged user (its uid is the image's business).
+# hadolint ignore=DL3066
+USER kong
