@@ -6,7 +6,6 @@ from collections.abc import Iterator
 
 import pytest
 from e2e_support import KEYS, MOBILE, get, outcomes_config
-
 from kong_ace.testing import KongNode, PluginServerProcess
 
 CHALLENGE = {"WWW-Authenticate": 'Key realm="kong"'}

@@ -1,0 +1,83 @@
+"""The kong-pdk 0.36 server faults (SPEC §6): present in the stock server, absent in ours."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from e2e_support import KEYS, MOBILE, get, outcomes_config
+from kong_ace.testing import KongNode, KongRequest, KongRPC, PluginServerProcess, RPCFailure
+
+STOCK = [sys.executable, str(Path(__file__).with_name("stock_server.py"))]
+LATIN1 = "caf\xe9".encode("latin-1")  # a header value that is not UTF-8
+
+
+@pytest.fixture(params=["gevent", "threading"])
+def ours(request: pytest.FixtureRequest) -> Iterator[PluginServerProcess]:
+    args = ("--mode", request.param, "--plugin", "kong_ace.testing.faulty")
+    with PluginServerProcess(args=args) as srv:
+        yield srv
+
+
+@pytest.fixture
+def stock() -> Iterator[PluginServerProcess]:
+    with PluginServerProcess(STOCK) as srv:
+        yield srv
+
+
+def start(rpc: KongRPC, fault: str) -> int:
+    return rpc.call("plugin.StartInstance", {"Name": "ace", "Config": f'{{"fault": "{fault}"}}'})[
+        "Id"]
+
+
+def test_stock_server_wedges_after_an_exception_before_the_first_pdk_call(
+        stock: PluginServerProcess) -> None:
+    a, b = KongRPC(stock.socket, timeout=1.0), KongRPC(stock.socket, timeout=1.0)
+    bad, good = start(a, "raise_first"), start(a, "headers")
+    with pytest.raises(RPCFailure):  # never answered: Kong would time out, then fail open
+        a.call("plugin.HandleEvent", {"InstanceId": bad, "EventName": "access"})
+    with pytest.raises(RPCFailure):  # and every later event, on any connection, waits too
+        b.call("plugin.HandleEvent", {"InstanceId": good, "EventName": "access"})
+
+
+@pytest.mark.parametrize("fault", ["raise_first", "raise_later"])
+def test_our_server_answers_500_and_keeps_serving(ours: PluginServerProcess, fault: str) -> None:
+    node = KongNode(ours.socket, {"fault": fault}, workers=2)
+    for worker in (0, 1, 0):
+        r = node.request(KongRequest(), worker=worker)
+        assert (r.status, r.body, r.proxied) == (500, {"message": "An unexpected error occurred"},
+                                                 False)
+        assert r.errors == []
+    healthy = KongNode(ours.socket, {"fault": "headers"})
+    assert healthy.request(KongRequest(headers={"a": "1"})).upstream("x-seen-headers") == "1"
+    node.close()
+    healthy.close()
+
+
+def test_stock_server_drops_the_connection_on_a_non_utf8_header(
+        stock: PluginServerProcess) -> None:
+    node = KongNode(stock.socket, {"fault": "headers"}, workers=1)
+    r = node.request(KongRequest(headers={"x-name": LATIN1}))
+    assert r.errors and "no data" in r.errors[0]
+    assert r.proxied  # Kong logs the error and lets the request through: fail open
+    node.close()
+
+
+def test_our_server_keeps_non_utf8_header_values(ours: PluginServerProcess) -> None:
+    node = KongNode(ours.socket, {"fault": "headers"}, workers=1)
+    r = node.request(KongRequest(headers={"x-name": LATIN1, "b": "2"}))
+    assert (r.status, r.errors, r.upstream("x-seen-headers")) == (200, [], "2")
+    # The same connection serves the next request.
+    assert node.request(KongRequest(headers={"c": "3"})).upstream("x-seen-headers") == "1"
+    node.close()
+
+
+def test_the_ace_adapter_judges_a_non_utf8_key_without_failing() -> None:
+    with PluginServerProcess() as srv:
+        node = KongNode(srv.socket, outcomes_config(), consumers=[MOBILE])
+        r = get(node, "/flights/v1/flights", headers={"apikey": LATIN1})
+        assert (r.status, r.message) == (401, "Unauthorized")
+        assert get(node, "/flights/v1/flights", KEYS["good"]).status == 200
+        node.close()
