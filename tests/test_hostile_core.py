@@ -8,6 +8,7 @@ from typing import Any
 
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+
 from kong_ace import ConfigError, Enforcer, Request
 from kong_ace.normalize import normalize_path
 
