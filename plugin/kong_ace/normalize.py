@@ -30,7 +30,8 @@ def normalize_path(path: str) -> str:
     if path in ("", "/"):
         return path
     path = decode_unreserved(path)
-    if "." not in path and "//" not in path:
+    # Only a '.' that starts a segment can be a dot segment: same result as Kong's '.' test.
+    if path[0] == "/" and "/." not in path and "//" not in path:
         return path
     return _remove_dots(path)
 
