@@ -2,8 +2,9 @@
 
 import sys
 
-from kong_ace.testing import faulty
 from kong_pdk.cli import start_dedicated_server
+
+from kong_ace.testing import faulty
 
 
 class Plugin(faulty.Plugin):

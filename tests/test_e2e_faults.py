@@ -7,8 +7,9 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from e2e_support import KEYS, MOBILE, get, outcomes_config
+
 from kong_ace.testing import KongNode, KongRequest, KongRPC, PluginServerProcess, RPCFailure
+from tests.e2e_support import KEYS, MOBILE, get, outcomes_config
 
 STOCK = [sys.executable, str(Path(__file__).with_name("stock_server.py"))]
 LATIN1 = "caf\xe9".encode("latin-1")  # a header value that is not UTF-8

@@ -6,8 +6,9 @@ import copy
 from collections.abc import Iterator
 
 import pytest
-from e2e_support import MOBILE, get, outcomes_config
+
 from kong_ace.testing import KongNode, KongRPC, PluginServerProcess
+from tests.e2e_support import MOBILE, get, outcomes_config
 
 
 @pytest.fixture(params=["gevent", "threading"])

@@ -5,8 +5,9 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import pytest
-from e2e_support import KEYS, MOBILE, get, outcomes_config
+
 from kong_ace.testing import KongNode, PluginServerProcess
+from tests.e2e_support import KEYS, MOBILE, get, outcomes_config
 
 CHALLENGE = {"WWW-Authenticate": 'Key realm="kong"'}
 

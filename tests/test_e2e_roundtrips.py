@@ -5,8 +5,9 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import pytest
-from e2e_support import KEYS, MOBILE, get, kong_yml_config, outcomes_config
+
 from kong_ace.testing import KongNode, PluginServerProcess
+from tests.e2e_support import KEYS, MOBILE, get, kong_yml_config, outcomes_config
 
 WEB_KEY = "ace_web_pGS1PzevuWwCqQ8VdIDE49MqSKjfG0VF"  # the demo key documented in kong.yml
 

@@ -10,9 +10,10 @@ from typing import Any
 
 import pytest
 import yaml
-from e2e_support import KONG_YML, outcomes_config
+
 from kong_ace import Enforcer
 from kong_ace.testing import dump_info, plugin_config_schema, server_command, validate
+from tests.e2e_support import KONG_YML, outcomes_config
 
 
 @pytest.fixture(scope="module")
