@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import socket
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -82,3 +83,33 @@ def test_the_ace_adapter_judges_a_non_utf8_key_without_failing() -> None:
         assert (r.status, r.message) == (401, "Unauthorized")
         assert get(node, "/flights/v1/flights", KEYS["good"]).status == 200
         node.close()
+
+
+def test_rpc_protocol_errors_do_not_take_the_server_down(ours: PluginServerProcess) -> None:
+    rpc = KongRPC(ours.socket, timeout=5.0)
+    with pytest.raises(RPCFailure, match="not supported"):
+        rpc.call("plugin.Nope")
+    iid = start(rpc, "headers")
+    assert rpc.server_pid == ours.pid  # the serverPid notification Kong resets instances on
+    # A Step for an event the server does not know is answered with a 500 exit, not an
+    # error Kong would log and pass the request on.
+    step = rpc.call("plugin.Step", {"EventId": 987654, "Data": None})
+    assert step["Data"]["Method"] == "kong.response.exit" and step["Data"]["Args"][0] == 500
+    # StepError (older Kongs) fails the handler's PDK call: 500, not a pass.
+    ev = rpc.call("plugin.HandleEvent", {"InstanceId": iid, "EventName": "access"})
+    assert ev["Data"]["Method"] == "kong.request.get_headers"
+    end = rpc.call("plugin.StepError", {"EventId": ev["EventId"], "Data": "boom"})
+    assert end["Data"]["Method"] == "kong.response.exit" and end["Data"]["Args"][0] == 500
+    # Garbage on one connection closes that connection only.
+    raw = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    raw.connect(ours.socket)
+    raw.sendall(b"\xc1" * 16)  # 0xc1 is never valid msgpack
+    raw.settimeout(5.0)
+    data = b""
+    while chunk := raw.recv(4096):
+        data += chunk
+    raw.close()
+    node = KongNode(ours.socket, {"fault": "headers"})
+    assert node.request(KongRequest(headers={"a": "1"})).upstream("x-seen-headers") == "1"
+    node.close()
+    rpc.close()
