@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import socket
 import sys
+import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -113,3 +115,22 @@ def test_rpc_protocol_errors_do_not_take_the_server_down(ours: PluginServerProce
     assert node.request(KongRequest(headers={"a": "1"})).upstream("x-seen-headers") == "1"
     node.close()
     rpc.close()
+
+
+def test_blocking_io_in_a_handler_does_not_serialise_requests(
+        ours: PluginServerProcess) -> None:
+    node = KongNode(ours.socket, {"fault": "slow_io"}, workers=4)
+    for w in range(4):  # start the instances first
+        node.request(KongRequest(), worker=w)
+    results: list[object] = []
+    t0 = time.monotonic()
+    threads = [threading.Thread(target=lambda w=w: results.append(
+        node.request(KongRequest(headers={"n": str(w)}), worker=w))) for w in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    elapsed = time.monotonic() - t0
+    assert [r.upstream("x-seen-headers") for r in results] == ["1"] * 4  # type: ignore[attr-defined]
+    assert elapsed < 0.7  # four 0.2 s waits overlapped (serialised they take 0.8 s)
+    node.close()

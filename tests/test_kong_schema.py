@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 import yaml
 
-from kong_ace import Enforcer
+from kong_ace import Enforcer, catalog
 from kong_ace.testing import dump_info, plugin_config_schema, server_command, validate
 from tests.e2e_support import KONG_YML, outcomes_config
 
@@ -97,3 +97,36 @@ def test_kong_fills_defaults(info: dict[str, Any]) -> None:
 def test_deck_validates_kong_yml() -> None:
     subprocess.run(["deck", "validate", "--state", str(KONG_YML)], check=True,
                    capture_output=True, timeout=60)
+
+
+def _names(record: dict[str, Any]) -> set[str]:
+    return {name for entry in record["fields"] for name in entry}
+
+
+def _sub(record: dict[str, Any], *path: str) -> dict[str, Any]:
+    for name in path:
+        field = next(entry[name] for entry in record["fields"] if name in entry)
+        record = field["elements"] if field["type"] == "array" else field
+    return record
+
+
+@pytest.mark.parametrize(
+    ("path", "fields"),
+    [
+        ((), catalog.TOP_FIELDS),
+        (("apis",), catalog.API_FIELDS),
+        (("apis", "operations"), catalog.MANUAL_OP_FIELDS),
+        (("apis", "rate_limits"), catalog.LIMIT_FIELDS),
+        (("packages",), catalog.PACKAGE_FIELDS),
+        (("packages", "operations"), catalog.PACKAGE_OP_FIELDS),
+        (("applications",), catalog.APP_FIELDS),
+        (("applications", "credentials"), catalog.CREDENTIAL_FIELDS),
+        (("applications", "registrations"), catalog.REGISTRATION_FIELDS),
+        (("rate_limiting",), catalog.RATE_LIMITING_FIELDS),
+        (("rate_limiting", "redis"), catalog.REDIS_FIELDS),
+    ],
+)
+def test_schema_declares_every_field_the_core_reads(info: dict[str, Any], path: tuple[str, ...],
+                                                    fields: frozenset[str]) -> None:
+    # Kong rejects undeclared fields: a field the core accepts must be in the schema.
+    assert _names(_sub(plugin_config_schema(info), *path)) == set(fields)

@@ -1,11 +1,13 @@
 """A deliberately broken plugin, served by the real server in tests of its fault handling.
 
 ``config.fault`` picks the bug: ``raise_first`` raises before any PDK call, ``raise_later``
-after one, ``headers`` just reads the headers (to feed it values that are not UTF-8).
+after one, ``headers`` just reads the headers (to feed it values that are not UTF-8),
+``slow_io`` waits 0.2 s between two PDK calls as a Redis round trip would.
 """
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 version = "0.0.1"
@@ -26,4 +28,6 @@ class Plugin:
         headers = kong.request.get_headers()
         if self.fault == "raise_later":
             raise RuntimeError("bug after the first PDK call")
+        if self.fault == "slow_io":
+            time.sleep(0.2)  # gevent mode: monkey-patched, other requests run meanwhile
         kong.service.request.set_headers({"x-seen-headers": str(len(headers or {}))})
