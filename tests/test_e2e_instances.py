@@ -99,3 +99,17 @@ def test_restarted_server_instances_are_restarted_by_kong(server: PluginServerPr
     assert (r.status, r.message) == (401, "No API key found in request")
     assert any("no plugin instance" in msg for _, msg in r.logs)
     node.close()
+
+
+def test_a_stopping_server_leaves_its_successors_socket_alone() -> None:
+    with PluginServerProcess() as first:
+        # A reload: the new server takes over the socket path while the old one still runs.
+        second = PluginServerProcess(prefix=first.prefix).start()
+        try:
+            first.proc.terminate()  # type: ignore[union-attr]
+            first.proc.wait(timeout=10)  # type: ignore[union-attr]
+            node = KongNode(first.socket, outcomes_config(), consumers=[MOBILE])
+            assert get(node, "/flights/v1/flights", None).status == 401  # served by the second
+            node.close()
+        finally:
+            second.stop()

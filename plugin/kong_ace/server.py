@@ -98,6 +98,7 @@ def serve(path: str, server: Any, mode: str, backlog: int = 4096) -> int:
     listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     listener.bind(path)
     listener.listen(backlog)
+    ours = _identity(path)
     log.info("%s plugin server (%s mode) listening on %s", NAME, mode, path)
 
     def handle(conn: Any, *_: Any) -> None:
@@ -109,8 +110,11 @@ def serve(path: str, server: Any, mode: str, backlog: int = 4096) -> int:
             conn.close()
 
     def stop(*_: Any) -> None:
+        # After a Kong reload a new server may already listen on this path: remove the socket
+        # file only while it is still ours.
         with contextlib.suppress(OSError):
-            os.remove(path)
+            if _identity(path) == ours:
+                os.remove(path)
         os._exit(0)
 
     signal.signal(signal.SIGTERM, stop)
@@ -128,6 +132,12 @@ def serve(path: str, server: Any, mode: str, backlog: int = 4096) -> int:
             conn, _ = listener.accept()
             threading.Thread(target=handle, args=(conn,), daemon=True).start()
     return 0
+
+
+def _identity(path: str) -> tuple[int, int, int]:
+    # Inode numbers are reused at once on some filesystems: the change time tells files apart.
+    st = os.stat(path)
+    return st.st_dev, st.st_ino, st.st_ctime_ns
 
 
 def _watchdog(parent: int, sleep: Any, stop: Any) -> None:

@@ -35,11 +35,11 @@ class PluginServerProcess:
 
     def __init__(self, command: list[str] | None = None, *, args: tuple[str, ...] = (),
                  socket_name: str = "ace.sock", env: dict[str, str] | None = None,
-                 cwd: str | None = None) -> None:
+                 cwd: str | None = None, prefix: str | None = None) -> None:
         self._tmp = tempfile.TemporaryDirectory(prefix="kong-ace-")
-        self.prefix = self._tmp.name
+        self.prefix = prefix or self._tmp.name  # share a prefix to play a reload
         self.socket = os.path.join(self.prefix, socket_name)
-        self.log_path = os.path.join(self.prefix, "server.log")
+        self.log_path = os.path.join(self._tmp.name, "server.log")
         self.command = [*(command or server_command()), "-p", self.prefix,
                         "--socket-name", socket_name, *args]
         self._env = {**os.environ, **(env or {})}
@@ -52,11 +52,13 @@ class PluginServerProcess:
         self.proc = subprocess.Popen(self.command, stdout=log, stderr=subprocess.STDOUT,
                                      env=self._env, cwd=self._cwd)
         log.close()
+        previous = _identity(self.socket)  # a predecessor's socket does not count
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
                 raise RuntimeError(f"plugin server exited ({self.proc.returncode}):\n{self.log}")
-            if os.path.exists(self.socket) and _accepts(self.socket):
+            now = _identity(self.socket)
+            if now is not None and now != previous and _accepts(self.socket):
                 return self
             time.sleep(0.02)  # polling for the socket file, bounded by the deadline
         self.stop()
@@ -96,6 +98,14 @@ class PluginServerProcess:
 
     def __exit__(self, *_: Any) -> None:
         self.stop()
+
+
+def _identity(path: str) -> tuple[int, int, int] | None:
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return st.st_dev, st.st_ino, st.st_ctime_ns
 
 
 def _accepts(path: str) -> bool:
