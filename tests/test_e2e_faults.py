@@ -134,3 +134,18 @@ def test_blocking_io_in_a_handler_does_not_serialise_requests(
     assert [r.upstream("x-seen-headers") for r in results] == ["1"] * 4  # type: ignore[attr-defined]
     assert elapsed < 0.7  # four 0.2 s waits overlapped (serialised they take 0.8 s)
     node.close()
+
+
+@pytest.mark.parametrize("mode", ["gevent", "threading"])
+def test_a_hung_handler_is_answered_500_before_kong_gives_up(mode: str) -> None:
+    args = ("--mode", mode, "--plugin", "kong_ace.testing.faulty", "--event-timeout", "0.5")
+    with PluginServerProcess(args=args) as srv:
+        hung = KongNode(srv.socket, {"fault": "hang"})
+        t0 = time.monotonic()
+        r = hung.request(KongRequest())
+        assert (r.status, r.proxied, r.errors) == (500, False, [])
+        assert time.monotonic() - t0 < 5
+        healthy = KongNode(srv.socket, {"fault": "headers"})
+        assert healthy.request(KongRequest(headers={"a": "1"})).upstream("x-seen-headers") == "1"
+        hung.close()
+        healthy.close()

@@ -34,9 +34,17 @@ ERROR_EXIT = {"Method": "kong.response.exit",
 Output = tuple[bool, Any]
 Handler = Callable[[Any], Any]
 
+# Kong waits 60 s (lua_socket_read_timeout) for each answer, then logs and lets the request
+# through: a handler silent for this long is abandoned and the request answered 500 first.
+DEFAULT_TIMEOUT = 30.0
+
 
 class PDKError(Exception):
     """Kong answered a PDK call with an error (plugin.StepError)."""
+
+
+class EventTimeout(Exception):
+    """The handler did not reach its next PDK call in time."""
 
 
 class _Node:
@@ -64,9 +72,10 @@ class _Node:
 class Event:
     """One phase of one request; subclasses decide how the handler is suspended."""
 
-    def __init__(self, eid: int, handler: Handler) -> None:
+    def __init__(self, eid: int, handler: Handler, timeout: float = DEFAULT_TIMEOUT) -> None:
         self.id = eid
         self.handler = handler
+        self.timeout = timeout
         self.created = time.monotonic()
         self.exit_call: dict[str, Any] | None = None
 
@@ -114,8 +123,8 @@ class Event:
 class GreenletEvent(Event):
     """Handler in a raw greenlet; every switch returns to whoever resumed it."""
 
-    def __init__(self, eid: int, handler: Handler) -> None:
-        super().__init__(eid, handler)
+    def __init__(self, eid: int, handler: Handler, timeout: float = DEFAULT_TIMEOUT) -> None:
+        super().__init__(eid, handler, timeout)
         self._g = greenlet(self._run)
 
     def start(self) -> Output:
@@ -125,10 +134,24 @@ class GreenletEvent(Event):
         return self._switch((data, err))
 
     def _switch(self, value: Any) -> Output:
+        from gevent import get_hub
+
         # Kong may send the next Step on another connection (another greenlet): make that one
         # the parent, so the handler's next call (or its end) returns there.
-        self._g.parent = getcurrent()
-        out = self._g.switch() if value is None else self._g.switch(value)
+        current = getcurrent()
+        self._g.parent = current
+        # The timer only fires while the handler waits on gevent I/O (the hub runs then): it
+        # throws into this greenlet, suspended in switch() below.
+        timer = get_hub().loop.timer(self.timeout)
+        timer.start(current.throw, EventTimeout)
+        try:
+            out = self._g.switch() if value is None else self._g.switch(value)
+        except EventTimeout:
+            log.error("event %d: handler silent for %gs; answering 500", self.id, self.timeout)
+            self.cancel()
+            return True, ERROR_EXIT
+        finally:
+            timer.close()
         return out  # type: ignore[no-any-return]
 
     def _suspend(self, call: dict[str, Any]) -> tuple[Any, Any]:
@@ -144,10 +167,8 @@ class GreenletEvent(Event):
 class ThreadEvent(Event):
     """Handler in its own OS thread, talking through two queues (kong-pdk's model)."""
 
-    timeout = 60.0
-
-    def __init__(self, eid: int, handler: Handler) -> None:
-        super().__init__(eid, handler)
+    def __init__(self, eid: int, handler: Handler, timeout: float = DEFAULT_TIMEOUT) -> None:
+        super().__init__(eid, handler, timeout)
         self._to_handler: queue.SimpleQueue[Any] = queue.SimpleQueue()
         self._to_kong: queue.SimpleQueue[Output] = queue.SimpleQueue()
 
@@ -168,7 +189,7 @@ class ThreadEvent(Event):
         try:
             return self._to_kong.get(timeout=self.timeout)
         except queue.Empty:
-            log.error("event %d: handler silent for %.0fs; answering 500", self.id, self.timeout)
+            log.error("event %d: handler silent for %gs; answering 500", self.id, self.timeout)
             self.cancel()
             return True, ERROR_EXIT
 

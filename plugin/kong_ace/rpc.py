@@ -17,7 +17,7 @@ from typing import Any
 
 import msgpack
 
-from .events import ERROR_EXIT, Event, Output
+from .events import DEFAULT_TIMEOUT, ERROR_EXIT, Event, Output
 
 log = logging.getLogger("kong_ace.server")
 
@@ -37,10 +37,12 @@ class RPCError(Exception):
 class PluginServer:
     """Instances and events of the plugin module ``module`` (Plugin, Schema, version, priority)."""
 
-    def __init__(self, name: str, module: Any, event_type: type[Event]) -> None:
+    def __init__(self, name: str, module: Any, event_type: type[Event],
+                 event_timeout: float = DEFAULT_TIMEOUT) -> None:
         self.name = name
         self.module = module
         self.event_type = event_type
+        self.event_timeout = event_timeout
         self.phases = [p for p in ("certificate", "rewrite", "log", "access", "preread",
                                    "response") if hasattr(module.Plugin, p)]
         self.instances: dict[int, dict[str, Any]] = {}
@@ -144,7 +146,7 @@ class PluginServer:
         if phase not in self.phases:
             log.error("%s has no phase %r; answering 500", self.name, phase)
             return {"Data": ERROR_EXIT, "EventId": eid}
-        event = self.event_type(eid, getattr(inst["plugin"], phase))
+        event = self.event_type(eid, getattr(inst["plugin"], phase), self.event_timeout)
         self.events[eid] = event
         return self._reply(event, event.start())
 

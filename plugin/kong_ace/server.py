@@ -48,6 +48,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                     help=f"concurrency model (default: {DEFAULT_MODE})")
     p.add_argument("--dump", "-dump", action="store_true",
                    help="print the plugin info JSON list on stdout and exit")
+    p.add_argument("--event-timeout", type=float, default=30.0, metavar="SECONDS",
+                   help="answer 500 when a handler is silent this long; below Kong's 60 s "
+                        "(default: %(default)s)")
     p.add_argument("--plugin", default="kong_ace.adapter", metavar="MODULE",
                    help="module with Plugin, Schema, version, priority served as 'ace' "
                         "(default: %(default)s; others are for tests)")
@@ -78,15 +81,16 @@ def main(argv: list[str] | None = None) -> int:
         log.error("prefix %s does not exist, cannot create the unix socket", args.prefix)
         return 1
     path = os.path.join(args.prefix, args.socket_name)
-    return serve(path, build_server(args.mode, args.plugin), args.mode, args.listen_queue_size)
+    server = build_server(args.mode, args.plugin, args.event_timeout)
+    return serve(path, server, args.mode, args.listen_queue_size)
 
 
-def build_server(mode: str, plugin: str = "kong_ace.adapter") -> Any:
+def build_server(mode: str, plugin: str = "kong_ace.adapter", event_timeout: float = 30.0) -> Any:
     """The PluginServer for `ace`: the plugin module, with the event runner of ``mode``."""
     from .events import EVENT_TYPES
     from .rpc import PluginServer
 
-    return PluginServer(NAME, importlib.import_module(plugin), EVENT_TYPES[mode])
+    return PluginServer(NAME, importlib.import_module(plugin), EVENT_TYPES[mode], event_timeout)
 
 
 def serve(path: str, server: Any, mode: str, backlog: int = 4096) -> int:

@@ -2,7 +2,8 @@
 
 ``config.fault`` picks the bug: ``raise_first`` raises before any PDK call, ``raise_later``
 after one, ``headers`` just reads the headers (to feed it values that are not UTF-8),
-``slow_io`` waits 0.2 s between two PDK calls as a Redis round trip would.
+``slow_io`` waits 0.2 s between two PDK calls as a Redis round trip would, ``hang`` waits
+for an hour (a Redis server that never answers).
 """
 
 from __future__ import annotations
@@ -30,4 +31,6 @@ class Plugin:
             raise RuntimeError("bug after the first PDK call")
         if self.fault == "slow_io":
             time.sleep(0.2)  # gevent mode: monkey-patched, other requests run meanwhile
+        if self.fault == "hang":
+            time.sleep(3600)
         kong.service.request.set_headers({"x-seen-headers": str(len(headers or {}))})
