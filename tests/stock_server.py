@@ -4,6 +4,7 @@ import sys
 
 from kong_pdk.cli import start_dedicated_server
 
+from kong_ace import adapter
 from kong_ace.testing import faulty
 
 
@@ -19,4 +20,8 @@ class Plugin(faulty.Plugin):
 
 
 if __name__ == "__main__":
+    if "--adapter" in sys.argv:  # serve the real ace adapter instead
+        sys.argv.remove("--adapter")
+        sys.exit(start_dedicated_server("ace", adapter.Plugin, adapter.version, adapter.priority,
+                                        list(adapter.Schema)))
     sys.exit(start_dedicated_server("ace", Plugin, "0.0.1", 955, list(faulty.Schema)))

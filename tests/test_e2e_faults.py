@@ -149,3 +149,13 @@ def test_a_hung_handler_is_answered_500_before_kong_gives_up(mode: str) -> None:
         assert healthy.request(KongRequest(headers={"a": "1"})).upstream("x-seen-headers") == "1"
         hung.close()
         healthy.close()
+
+
+def test_the_adapter_also_runs_on_the_stock_server() -> None:
+    # kong-pdk's default Lua-style PDK answers (data, err) pairs: the adapter reads both styles.
+    with PluginServerProcess([*STOCK, "--adapter"]) as srv:
+        node = KongNode(srv.socket, outcomes_config(), consumers=[MOBILE])
+        ok = get(node, "/flights/v1/flights", "good")
+        assert (ok.status, ok.upstream("X-ACE-Application-ID")) == (200, "good")
+        assert get(node, "/flights/v1/flights", None).message == "No API key found in request"
+        node.close()

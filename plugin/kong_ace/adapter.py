@@ -162,8 +162,7 @@ def apply(kong: Any, d: Decision, raw_query: str, c: Compiled) -> bool:
             kong.response.exit(500, ERROR_BODY)
             return True
         _v(kong.client.authenticate(consumer, None))
-        upstream.update(consumer_headers(consumer, anonymous=d.consumer == c.anonymous
-                                         and d.application_id is None))
+        upstream.update(consumer_headers(consumer, anonymous=d.consumer == c.anonymous))
     if upstream:
         _v(kong.service.request.set_headers(upstream))
     if d.clear_query:
