@@ -60,6 +60,7 @@ class PluginServer:
             "plugin.GetPluginInfo": self.get_plugin_info,
             "plugin.SetPluginDir": lambda *_: "ok",
             **{m: self.step for m in STEP_METHODS},
+            "plugin.StepError": self.step_error,
         }
 
     # --- plugin info ----------------------------------------------------------------------
@@ -190,8 +191,6 @@ class PluginServer:
         handler = self.handlers.get(method) if isinstance(method, str) else None
         if handler is None:
             raise RPCError(f"RPC method {method!r} is not supported")
-        if method == "plugin.StepError":
-            handler = self.step_error
         if not isinstance(args, list):
             args = [args]
         if method == "plugin.HandleEvent" or method in STEP_METHODS:
