@@ -58,7 +58,9 @@ def test_config_change_takes_effect_on_the_next_request(server: PluginServerProc
     assert (r.status, r.upstream("X-ACE-Application-ID")) == (200, "pending")
     new = node.workers[0].running[node.plugin_id]["id"]
     assert new != old and node.workers[0].closed == [old]  # StartInstance, then CloseInstance
-    assert old not in [i["Id"] for i in status(server)["Instances"]]
+    st = status(server)
+    assert old not in [i["Id"] for i in st["Instances"]]
+    assert st["Compiled"] == 1  # the old compiled config went with its last instance
     # Counters survive the reload: one more seat listing is allowed, then 429.
     assert get(node, seats, "good").status == 200
     assert get(node, seats, "good").status == 429
