@@ -1,0 +1,174 @@
+"""Rate limits: Limiter (window strategy + counter storage) and Kong-compatible headers."""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable, Sequence
+from typing import Any, NamedTuple
+
+from kong_ace.errors import ConfigError
+from kong_ace.storage.base import Storage, StorageUnavailable
+from kong_ace.storage.memory import MemoryStorage
+from kong_ace.storage.redis import RedisSettings, RedisStorage, client_for
+from kong_ace.storage.synced import SyncedStorage
+from kong_ace.windows import FixedWindow, SlidingWindow, reset_after
+
+__all__ = [
+    "PERIODS",
+    "Limit",
+    "Limiter",
+    "MemoryStorage",
+    "RateResult",
+    "StorageUnavailable",
+    "build_limiter",
+]
+
+# `rate_limits[].duration` -> seconds.
+PERIODS = {"seconds": 1, "minutes": 60, "hours": 3600, "days": 86400}
+_PERIOD_NAMES = {1: "Second", 60: "Minute", 3600: "Hour", 86400: "Day"}
+MIN_SYNC_RATE = 0.02
+
+
+class Limit(NamedTuple):
+    """`limit` requests per `period` seconds."""
+
+    limit: int
+    period: int
+
+
+class RateResult(NamedTuple):
+    """Outcome of one consume: response headers (Kong's names) and Retry-After on a denial."""
+
+    allowed: bool
+    headers: dict[str, str]
+    retry_after: int | None = None
+
+
+class _Plan:
+    """Per limits tuple, computed once: windows by decreasing period and their header names."""
+
+    __slots__ = ("pairs", "names")
+
+    def __init__(self, limits: Sequence[Limit]) -> None:
+        strictest: dict[int, int] = {}
+        for lim in limits:
+            # Two limits on one period share one counter; only the smaller one can bind.
+            strictest[lim.period] = min(lim.limit, strictest.get(lim.period, lim.limit))
+        # Largest period first: on equal remaining, Kong reports the larger window.
+        self.pairs = tuple(sorted(strictest.items(), reverse=True))
+        self.names = tuple(
+            (
+                f"X-RateLimit-Limit-{_PERIOD_NAMES.get(p, f'{p}s')}",
+                f"X-RateLimit-Remaining-{_PERIOD_NAMES.get(p, f'{p}s')}",
+                str(lim),
+            )
+            for p, lim in self.pairs
+        )
+
+
+class Limiter:
+    """Checks and charges a bucket's limits in one atomic storage call."""
+
+    def __init__(
+        self,
+        storage: Storage,
+        window: FixedWindow | SlidingWindow,
+        clock: Callable[[], float] = time.time,
+        *,
+        hide_client_headers: bool = False,
+    ) -> None:
+        self.storage = storage
+        self.window = window
+        self.clock = clock
+        self.hide_client_headers = hide_client_headers
+        self._plans: dict[tuple[Limit, ...], _Plan] = {}
+
+    def consume(self, key: str, limits: Sequence[Limit]) -> RateResult:
+        """Charge every limit if all have room, else nothing; raises StorageUnavailable."""
+        if not limits:
+            return RateResult(True, {})
+        plan = self._plans.get(limits)  # type: ignore[arg-type]
+        if plan is None:
+            limits = tuple(limits)
+            plan = self._plans[limits] = _Plan(limits)
+        now = self.clock()
+        windows = self.window.windows(plan.pairs, now)
+        allowed, counts = self.storage.acquire(key, windows, now)
+
+        retry_after = None
+        if not allowed:
+            wait = 0.0
+            for w, (cur, prev) in zip(windows, counts, strict=True):
+                if cur + prev * w[3] + 1 > w[1]:
+                    wait = max(wait, self.window.retry_after(w, cur, prev, now))
+            retry_after = max(1, math.ceil(wait))
+        if self.hide_client_headers:
+            return RateResult(allowed, {}, retry_after)
+
+        headers: dict[str, str] = {}
+        best = -1
+        best_i = 0
+        charged = 1 if allowed else 0  # a denied request is not counted
+        for i, ((_, limit, _, weight), (cur, prev), (lname, rname, lstr)) in enumerate(
+            zip(windows, counts, plan.names, strict=True)
+        ):
+            left = limit - cur - prev * weight - charged
+            remaining = int(left) if left > 0 else 0
+            headers[lname] = lstr
+            headers[rname] = str(remaining)
+            if best < 0 or remaining < best:
+                best, best_i = remaining, i
+        period, limit, start, _ = windows[best_i]
+        headers["RateLimit-Limit"] = plan.names[best_i][2]
+        headers["RateLimit-Remaining"] = str(best)
+        if retry_after is None:
+            headers["RateLimit-Reset"] = str(reset_after(period, start, now))
+        else:
+            headers["RateLimit-Reset"] = headers["Retry-After"] = str(retry_after)
+        return RateResult(allowed, headers, retry_after)
+
+
+def build_limiter(
+    settings: dict[str, Any] | None,
+    *,
+    clock: Callable[[], float] = time.time,
+    storage: MemoryStorage | None = None,
+) -> Limiter:
+    """A Limiter for config["rate_limiting"]; storage is the process-wide MemoryStorage."""
+    settings = settings or {}
+    root = storage if storage is not None else MemoryStorage()
+
+    window_type = settings.get("window_type") or "sliding"
+    if window_type not in ("fixed", "sliding"):
+        raise ConfigError(
+            f"rate_limiting.window_type: must be 'fixed' or 'sliding', got {window_type!r}"
+        )
+    window = FixedWindow() if window_type == "fixed" else SlidingWindow()
+    hide = bool(settings.get("hide_client_headers"))
+
+    sync_rate = settings.get("sync_rate")
+    store: Storage
+    if sync_rate is None:
+        store = root
+    else:
+        if isinstance(sync_rate, bool) or not isinstance(sync_rate, (int, float)):
+            raise ConfigError(f"rate_limiting.sync_rate: must be a number, got {sync_rate!r}")
+        if sync_rate != 0 and not sync_rate >= MIN_SYNC_RATE:
+            raise ConfigError(
+                f"rate_limiting.sync_rate: must be 0 (synchronous Redis) or at least "
+                f"{MIN_SYNC_RATE} seconds, got {sync_rate!r}"
+            )
+        redis_settings = RedisSettings.from_config(settings.get("redis"))
+        redis_store = RedisStorage(client_for(redis_settings))
+        if sync_rate == 0:
+            store = redis_store
+        else:
+            # Shared under the process-wide root so local counts survive config reloads.
+            synced = root.shared(
+                ("synced", redis_settings),
+                lambda: SyncedStorage(redis_store, clock, float(sync_rate)),
+            )
+            synced.sync_rate = float(sync_rate)
+            store = synced
+    return Limiter(store, window, clock, hide_client_headers=hide)
