@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
 from kong_ace.errors import ConfigError
@@ -24,8 +25,8 @@ __all__ = [
     "build_limiter",
 ]
 
-# `rate_limits[].duration` -> seconds.
-PERIODS = {"seconds": 1, "minutes": 60, "hours": 3600, "days": 86400}
+# `rate_limits[].duration` (singular; the catalog also accepts the plural) -> seconds.
+PERIODS = {"second": 1, "minute": 60, "hour": 3600, "day": 86400}
 _PERIOD_NAMES = {1: "Second", 60: "Minute", 3600: "Hour", 86400: "Day"}
 MIN_SYNC_RATE = 0.02
 
@@ -37,11 +38,12 @@ class Limit(NamedTuple):
     period: int
 
 
-class RateResult(NamedTuple):
+@dataclass(slots=True)
+class RateResult:
     """Outcome of one consume: response headers (Kong's names) and Retry-After on a denial."""
 
     allowed: bool
-    headers: dict[str, str]
+    headers: dict[str, str] = field(default_factory=dict)
     retry_after: int | None = None
 
 
@@ -142,7 +144,7 @@ def build_limiter(
     window_type = settings.get("window_type") or "sliding"
     if window_type not in ("fixed", "sliding"):
         raise ConfigError(
-            f"rate_limiting.window_type: must be 'fixed' or 'sliding', got {window_type!r}"
+            "rate_limiting.window_type", f"must be 'fixed' or 'sliding', got {window_type!r}"
         )
     window = FixedWindow() if window_type == "fixed" else SlidingWindow()
     hide = bool(settings.get("hide_client_headers"))
@@ -153,12 +155,9 @@ def build_limiter(
         store = root
     else:
         if isinstance(sync_rate, bool) or not isinstance(sync_rate, (int, float)):
-            raise ConfigError(f"rate_limiting.sync_rate: must be a number, got {sync_rate!r}")
+            raise ConfigError("rate_limiting.sync_rate", "must be a number of seconds")
         if sync_rate != 0 and not sync_rate >= MIN_SYNC_RATE:
-            raise ConfigError(
-                f"rate_limiting.sync_rate: must be 0 (synchronous Redis) or at least "
-                f"{MIN_SYNC_RATE} seconds, got {sync_rate!r}"
-            )
+            raise ConfigError("rate_limiting.sync_rate", f"must be 0 or at least {MIN_SYNC_RATE}")
         redis_settings = RedisSettings.from_config(settings.get("redis"))
         redis_store = RedisStorage(client_for(redis_settings))
         if sync_rate == 0:

@@ -39,10 +39,10 @@ class RedisSettings:
     def from_config(cls, conf: Any, where: str = "rate_limiting.redis") -> RedisSettings:
         """Validate the config block (Kong sends unset fields as null) or raise ConfigError."""
         if not isinstance(conf, dict):
-            raise ConfigError(f"{where}: required when rate_limiting.sync_rate is set")
+            raise ConfigError(where, "is required when sync_rate is set")
         host = conf.get("host")
         if not isinstance(host, str) or not host:
-            raise ConfigError(f"{where}.host: required when rate_limiting.sync_rate is set")
+            raise ConfigError(f"{where}.host", "is required when sync_rate is set")
         values: dict[str, Any] = {"host": host}
         for name, kind, low, high in (
             ("port", int, 0, 65535),
@@ -53,19 +53,19 @@ class RedisSettings:
             if value is None:
                 continue
             if isinstance(value, bool) or not isinstance(value, kind):
-                raise ConfigError(f"{where}.{name}: must be an integer, got {value!r}")
+                raise ConfigError(f"{where}.{name}", f"must be an integer, got {value!r}")
             if value < low or (high is not None and value > high):
-                raise ConfigError(f"{where}.{name}: out of range: {value}")
+                raise ConfigError(f"{where}.{name}", f"out of range: {value}")
             values[name] = value
         for name in ("username", "password", "server_name"):
             value = conf.get(name)
             if value is not None and not isinstance(value, str):
-                raise ConfigError(f"{where}.{name}: must be a string")
+                raise ConfigError(f"{where}.{name}", "must be a string")
             values[name] = value or None
         for name in ("ssl", "ssl_verify"):
             value = conf.get(name)
             if value is not None and not isinstance(value, bool):
-                raise ConfigError(f"{where}.{name}: must be a boolean")
+                raise ConfigError(f"{where}.{name}", "must be a boolean")
             values[name] = bool(value)
         return cls(**values)
 

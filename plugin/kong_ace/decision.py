@@ -1,0 +1,80 @@
+"""The request view the core reads and the decision value it returns."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+# Messages as Kong's own plugins word them (SPEC §4).
+NO_OPERATION = "no API operation matches this request"
+METHOD_NOT_ALLOWED = "method not allowed"
+NO_API_KEY = "No API key found in request"
+UNAUTHORIZED = "Unauthorized"
+KEY_REVOKED = "API key revoked"
+KEY_EXPIRED = "API key expired"
+DUPLICATE_KEY = "Duplicate API key found"
+NOT_REGISTERED = "application is not registered for this operation"
+REGISTRATION_MESSAGES = {
+    "pending": "registration pending approval",
+    "rejected": "registration rejected",
+    "revoked": "registration revoked",
+}
+RATE_LIMITED = "API rate limit exceeded"
+UNEXPECTED = "An unexpected error occurred"
+
+KEY_CHALLENGE = {"WWW-Authenticate": 'Key realm="kong"'}
+
+HEADER_OPERATION = "X-ACE-Operation-ID"
+HEADER_APPLICATION = "X-ACE-Application-ID"
+HEADER_PACKAGE = "X-ACE-Package"
+HEADER_API = "X-ACE-API"
+IDENTITY_HEADERS = (HEADER_OPERATION, HEADER_APPLICATION, HEADER_PACKAGE, HEADER_API)
+IDENTITY_HEADERS_LOWER = tuple(h.lower() for h in IDENTITY_HEADERS)
+
+
+
+@dataclass(slots=True)
+class Request:
+    """What the core needs to know about a request; maps may be Kong multi-maps."""
+
+    method: str
+    path: str
+    headers: Mapping[str, Any] = field(default_factory=dict)
+    query: Mapping[str, Any] = field(default_factory=dict)
+    host: str | None = None
+    service: Any = None
+    consumer: Any = None
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    """The outcome for one request: proxy it (with headers to set) or answer it."""
+
+    allowed: bool
+    status: int | None = None
+    message: str | None = None
+    headers: Mapping[str, str] = field(default_factory=dict)
+    upstream_headers: Mapping[str, str] = field(default_factory=dict)
+    clear_upstream_headers: tuple[str, ...] = ()
+    clear_query: tuple[str, ...] = ()
+    operation_id: str | None = None
+    application_id: str | None = None
+    package: str | None = None
+    api: str | None = None
+    consumer: str | None = None
+
+    @property
+    def body(self) -> dict[str, str] | None:
+        """The JSON body of a denial, as Kong's plugins send it."""
+        return None if self.message is None else {"message": self.message}
+
+
+PASS = Decision(allowed=True)
+
+
+def deny(
+    status: int, message: str, headers: Mapping[str, str] | None = None, **ids: Any
+) -> Decision:
+    """Build a denial."""
+    return Decision(False, status, message, headers if headers is not None else {}, **ids)

@@ -1,0 +1,233 @@
+"""The Enforcer: one compiled config turning requests into decisions."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+from . import decision as d
+from .catalog import Application, Catalog, compile_catalog
+from .credentials import distinct, lookup, presented_keys
+from .decision import Decision, Request, deny
+from .limits import RateResult, StorageUnavailable, build_limiter
+from .matcher import Operation
+from .normalize import normalize_path
+from .spec import compile_spec, load_spec_file, parse_document
+
+log = logging.getLogger("kong_ace")
+
+
+class Enforcer:
+    """Compiles a plugin config once; ``decide`` is dict hops and arithmetic per request."""
+
+    def __init__(
+        self,
+        config: Mapping[str, Any],
+        *,
+        clock: Callable[[], float] = time.time,
+        storage: Any = None,
+        base_dir: str | Path | None = None,
+    ) -> None:
+        self.catalog: Catalog = compile_catalog(config, Path(base_dir) if base_dir else None)
+        self._clock = clock
+        self.limiter = build_limiter(self.catalog.rate_limiting, clock=clock, storage=storage)
+        self._warnings: list[str] | None = None
+
+    @property
+    def warnings(self) -> list[str]:
+        """Spec validation findings; computed on first use, since full validation is slow."""
+        if self._warnings is None:
+            found: list[str] = []
+            for source, path, text in self.catalog.sources:
+                if path is not None:
+                    found += load_spec_file(path, source, validate=True).warnings
+                elif text is not None:
+                    found += compile_spec(parse_document(text, source), source, None).warnings
+            self._warnings = found
+        return self._warnings
+
+    def match(
+        self, method: str, path: str, *, host: str | None = None, service: Any = None
+    ) -> Operation | None:
+        """The operation a request reaches, or None."""
+        return self.catalog.matcher.match(
+            method, normalize_path(path), _service_keys(service), _host(host)
+        ).operation
+
+    def decide(self, req: Request) -> Decision:
+        """Match, authenticate, authorize and count one request."""
+        cat = self.catalog
+        headers = _lower_keys(req.headers)
+        forged = tuple(h for h in d.IDENTITY_HEADERS_LOWER if h in headers)
+        m = cat.matcher.match(
+            req.method,
+            normalize_path(req.path),
+            _service_keys(req.service) if cat.service_scoped else (),
+            _host(req.host) if cat.host_scoped else None,
+        )
+        op = m.operation
+        if op is None:
+            # An odd-case method ('get') never passes where its standard form is defined.
+            if m.allowed and (cat.match_required or req.method.upper() in m.allowed):
+                allow = ", ".join(sorted(m.allowed))
+                return deny(405, d.METHOD_NOT_ALLOWED, {"Allow": allow})
+            if cat.match_required:
+                return deny(404, d.NO_OPERATION)
+            return Decision(allowed=True, clear_upstream_headers=forged) if forged else d.PASS
+
+        consumer = req.consumer
+        if consumer is not None and not _is_anonymous(cat.anonymous, consumer):
+            app = _mapped(cat.consumers, consumer)
+            if app is not None:
+                return self._authorize(op, app, forged, None, (), ())
+            if cat.anonymous is not None:
+                # Authenticated by another plugin and not an ACE application: ACE stands aside.
+                return Decision(allowed=True, clear_upstream_headers=forged, operation_id=op.id)
+
+        presented = presented_keys(cat, headers, req.query)
+        ids = {"operation_id": op.id}
+        if not presented.keys:
+            if cat.anonymous is not None:
+                app = cat.consumers.get(cat.anonymous)
+                if app is not None:
+                    return self._authorize(op, app, forged, cat.anonymous, (), ())
+                return Decision(
+                    allowed=True, clear_upstream_headers=forged, operation_id=op.id,
+                    consumer=cat.anonymous, upstream_headers={d.HEADER_OPERATION: op.id},
+                )
+            return deny(401, d.NO_API_KEY, d.KEY_CHALLENGE, **ids)
+        if distinct(presented.keys):
+            return deny(401, d.DUPLICATE_KEY, **ids)
+        cred = lookup(cat, presented.keys[0])
+        if cred is None:
+            return deny(401, d.UNAUTHORIZED, d.KEY_CHALLENGE, **ids)
+        if cred.status != "active":
+            return deny(401, d.KEY_REVOKED, d.KEY_CHALLENGE, **ids)
+        if cred.expires_at is not None and cred.expires_at <= self._clock():
+            return deny(401, d.KEY_EXPIRED, d.KEY_CHALLENGE, **ids)
+        hidden_h = presented.header_names if cat.hide_credentials else ()
+        hidden_q = presented.query_names if cat.hide_credentials else ()
+        app = cred.application
+        return self._authorize(op, app, forged, app.consumer, hidden_h, hidden_q)
+
+    def _authorize(
+        self,
+        op: Operation,
+        app: Application,
+        forged: tuple[str, ...],
+        consumer: str | None,
+        hidden_headers: tuple[str, ...],
+        hidden_query: tuple[str, ...],
+    ) -> Decision:
+        ids = {"operation_id": op.id, "application_id": app.id}
+        uid = op.uid
+        refused: str | None = None
+        limited: RateResult | None = None
+        for reg in app.registrations:
+            if uid not in reg.op_uids:
+                continue
+            if reg.status != "approved":
+                refused = refused or reg.status
+                continue
+            bucket, limits = reg.quota(op)
+            try:
+                result = self.limiter.consume(bucket, limits)
+            except StorageUnavailable as exc:
+                if not self.catalog.fault_tolerant:
+                    log.error("rate-limit store unavailable, denying: %s", exc)
+                    return deny(500, d.UNEXPECTED, **ids)
+                log.warning("rate-limit store unavailable, admitting: %s", exc)
+                result = RateResult(True)
+            if result.allowed:
+                return self._admit(op, app, reg.kind, reg.target, result, forged, consumer,
+                                   hidden_headers, hidden_query)
+            if limited is None or (result.retry_after or 0) < (limited.retry_after or 0):
+                limited = result
+        if limited is not None:
+            headers = {} if self.catalog.hide_client_headers else limited.headers
+            return deny(429, d.RATE_LIMITED, headers, **ids)
+        if refused is not None:
+            return deny(403, d.REGISTRATION_MESSAGES[refused], **ids)
+        return deny(403, d.NOT_REGISTERED, **ids)
+
+    def _admit(
+        self,
+        op: Operation,
+        app: Application,
+        kind: str,
+        target: str,
+        result: RateResult,
+        forged: tuple[str, ...],
+        consumer: str | None,
+        hidden_headers: tuple[str, ...],
+        hidden_query: tuple[str, ...],
+    ) -> Decision:
+        via = d.HEADER_PACKAGE if kind == "package" else d.HEADER_API
+        upstream = {d.HEADER_OPERATION: op.id, d.HEADER_APPLICATION: app.id, via: target}
+        other = (d.HEADER_API if kind == "package" else d.HEADER_PACKAGE).lower()
+        clear = hidden_headers + ((other,) if other in forged else ())
+        return Decision(
+            allowed=True,
+            headers={} if self.catalog.hide_client_headers else result.headers,
+            upstream_headers=upstream,
+            clear_upstream_headers=clear,
+            clear_query=hidden_query,
+            operation_id=op.id,
+            application_id=app.id,
+            package=target if kind == "package" else None,
+            api=target if kind == "api" else op.api,
+            consumer=consumer,
+        )
+
+
+def _lower_keys(headers: Mapping[str, Any]) -> Mapping[str, Any]:
+    # Kong hands header names in lower case already; only other callers pay for the copy.
+    for name in headers:
+        if not name.islower() and name.lower() != name:
+            return {k.lower(): v for k, v in headers.items()}
+    return headers
+
+
+def _service_keys(service: Any) -> tuple[str, ...]:
+    if service is None:
+        return ()
+    if isinstance(service, str):
+        return (service,)
+    if isinstance(service, Mapping):
+        return tuple(v for v in (service.get("id"), service.get("name")) if isinstance(v, str))
+    return ()
+
+
+def _host(host: Any) -> str | None:
+    if not isinstance(host, str) or not host:
+        return None
+    host = host.lower()
+    if host.startswith("["):  # IPv6 literal, maybe with a port
+        return host[: host.find("]") + 1]
+    return host.rsplit(":", 1)[0] if host.count(":") == 1 else host
+
+
+def _consumer_refs(consumer: Any) -> tuple[str, ...]:
+    if isinstance(consumer, str):
+        return (consumer,)
+    if isinstance(consumer, Mapping):
+        return tuple(
+            v for v in (consumer.get("id"), consumer.get("username"), consumer.get("custom_id"))
+            if isinstance(v, str) and v
+        )
+    return ()
+
+
+def _is_anonymous(anonymous: str | None, consumer: Any) -> bool:
+    return anonymous is not None and anonymous in _consumer_refs(consumer)
+
+
+def _mapped(consumers: Mapping[str, Application], consumer: Any) -> Application | None:
+    for ref in _consumer_refs(consumer):
+        app = consumers.get(ref)
+        if app is not None:
+            return app
+    return None
