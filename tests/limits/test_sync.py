@@ -165,23 +165,40 @@ def test_reload_keeps_the_synced_counters(redis_db: RedisServer, clock: Clock) -
         root.close()
 
 
-def test_hits_during_a_sync_are_not_lost(redis_db: RedisServer, clock: Clock,
-                                         roots: list[MemoryStorage]) -> None:
+def test_hits_during_syncs_are_counted_once(redis_db: RedisServer, clock: Clock,
+                                            roots: list[MemoryStorage]) -> None:
     a = node(redis_db, clock, roots)
-    limits = (Limit(10_000, 60),)
+    limits = (Limit(100_000, 60),)
     stop = threading.Event()
+    hits = [0]
 
     def hammer() -> None:
         while not stop.is_set():
-            a.consume(KEY, limits)
+            hits[0] += a.consume(KEY, limits).allowed
 
-    worker = threading.Thread(target=hammer)
-    worker.start()
-    for _ in range(20):
-        store(a).sync_now()
+    def syncer() -> None:  # syncs racing each other and the hits
+        for _ in range(20):
+            store(a).sync_now()
+
+    workers = [threading.Thread(target=f) for f in (hammer, syncer, syncer)]
+    for w in workers:
+        w.start()
+    for w in workers[1:]:
+        w.join()
     stop.set()
-    worker.join()
+    workers[0].join()
     store(a).sync_now()
-    local = a.consume(KEY, limits).headers["X-RateLimit-Remaining-Minute"]
+    assert redis_total(redis_db, 60, T0) == hits[0] > 0
+
+
+def test_a_sync_larger_than_one_batch(redis_db: RedisServer, clock: Clock,
+                                      roots: list[MemoryStorage]) -> None:
+    a, b = node(redis_db, clock, roots), node(redis_db, clock, roots)
+    buckets = [f"app{i}|pkg:a" for i in range(700)]  # 1400 counters: three batches
+    for bucket in buckets:
+        a.consume(bucket, LIMITS)
+        b.consume(bucket, LIMITS)
     store(a).sync_now()
-    assert 10_000 - redis_total(redis_db, 60, T0) == int(local)
+    store(b).sync_now()
+    assert all(b.consume(bucket, LIMITS).headers["RateLimit-Remaining"] == "7"
+               for bucket in buckets)

@@ -19,6 +19,7 @@ from kong_ace.storage.base import StorageUnavailable, Window, counter_key, count
 
 SCRIPT = resources.files("kong_ace.storage").joinpath("ratelimit.lua").read_text("utf-8")
 SCRIPT_SHA = hashlib.sha1(SCRIPT.encode()).hexdigest()
+SYNC_BATCH = 500  # counters per sync call
 
 
 @dataclass(frozen=True, slots=True)
@@ -154,7 +155,12 @@ class RedisStorage:
 
     def sync(self, counters: Sequence[tuple[str, int, int]]) -> list[int]:
         """Add (key, delta, ttl) deltas and return the cluster total of each counter."""
-        args: list[Any] = ["sync"]
-        for _, delta, ttl in counters:
-            args += (delta, ttl)
-        return self.eval([c[0] for c in counters], args)
+        totals: list[int] = []
+        # Batches, so one sync never blocks Redis (single-threaded) for long.
+        for i in range(0, len(counters), SYNC_BATCH):
+            batch = counters[i : i + SYNC_BATCH]
+            args: list[Any] = ["sync"]
+            for _, delta, ttl in batch:
+                args += (delta, ttl)
+            totals += self.eval([c[0] for c in batch], args)
+        return totals

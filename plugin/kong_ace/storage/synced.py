@@ -31,6 +31,7 @@ class SyncedStorage:
         #                      previous window's cluster total, previous window's local delta]
         self._records: dict[tuple[str, int], list[int]] = {}
         self._lock = threading.Lock()
+        self._sync_lock = threading.Lock()  # one sync at a time, or a delta could be pushed twice
         self._thread: threading.Thread | None = None
         self._wake = threading.Event()
         self._closed = False
@@ -72,6 +73,10 @@ class SyncedStorage:
 
     def sync_now(self) -> bool:
         """Push local deltas and pull cluster totals once; False when Redis was unreachable."""
+        with self._sync_lock:
+            return self._sync()
+
+    def _sync(self) -> bool:
         now = self._clock()
         todo: list[tuple[tuple[str, int], int, int]] = []  # (record key, window start, delta)
         counters: list[tuple[str, int, int]] = []
@@ -83,6 +88,8 @@ class SyncedStorage:
                 if start + 2 * period <= now and not rec[2] and not rec[4]:
                     del self._records[key]  # nothing of it counts any more
                     continue
+                # Every live counter is pulled, not only the busy ones: a node that was quiet
+                # for a while must still decide on fresh cluster totals when traffic returns.
                 for ws, delta in ((start, rec[2]), (start - period, rec[4])):
                     todo.append((key, ws, delta))
                     counters.append(
