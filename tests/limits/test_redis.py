@@ -104,3 +104,15 @@ def test_minimum_sync_rate_is_accepted(clock: Clock) -> None:
     limiter = build_limiter({"sync_rate": 0.02, "redis": {"host": "127.0.0.1", "port": 1}},
                             clock=clock, storage=None)
     assert limiter.storage.sync_rate == 0.02
+
+
+def test_username_and_password(redis_db: RedisServer, clock: Clock) -> None:
+    redis_db.client().acl_setuser("ace", enabled=True, passwords=["+s3cret"],
+                                  keys=["ace:rl:*"], commands=["+@all"])
+    good = dict(redis_db.settings, username="ace", password="s3cret")
+    assert build_limiter({"sync_rate": 0, "redis": good}, clock=clock,
+                         storage=None).consume("k", (Limit(1, 60),)).allowed
+    bad = dict(good, password="wrong")
+    with pytest.raises(StorageUnavailable):
+        build_limiter({"sync_rate": 0, "redis": bad}, clock=clock,
+                      storage=None).consume("k", (Limit(1, 60),))
