@@ -12,6 +12,7 @@ from typing import Any
 
 import pytest
 import redis
+
 from kong_ace.limits import Limiter, RateResult, build_limiter
 from kong_ace.storage import MemoryStorage
 

@@ -9,6 +9,7 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
+
 from kong_ace import Enforcer, Request
 from kong_ace.limits import Limit, build_limiter
 from kong_ace.storage import MemoryStorage

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import pytest
+
 from kong_ace.limits import Limit
 from kong_ace.storage import MemoryStorage
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+
 from kong_ace import ConfigError
 from kong_ace.limits import Limit, StorageUnavailable, build_limiter
 from kong_ace.storage.redis import RedisSettings, RedisStorage, client_for

@@ -9,6 +9,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
+
 from kong_ace.limits import Limit, Limiter, build_limiter
 from kong_ace.storage import MemoryStorage
 from kong_ace.storage import synced as synced_module
