@@ -114,6 +114,7 @@ def test_sliding_window_weights_the_previous_window(
     got = [node.consume("k", limits) for _ in range(6)]
     assert [r.allowed for r in got] == [True] * 5 + [False]
     assert [r.headers["RateLimit-Remaining"] for r in got[:5]] == ["4", "3", "2", "1", "0"]
+    assert got[0].headers["RateLimit-Reset"] == "30"  # seconds to the end of this minute
     clock.now = T0 + 60 + 45  # the previous minute weighs 10 * 0.25 = 2.5, this one 5: 7.5
     assert node.admitted("k", limits, 5) == 2
     clock.now = T0 + 180  # two windows on: nothing counts
