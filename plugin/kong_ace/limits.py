@@ -11,8 +11,6 @@ from typing import Any, NamedTuple
 from kong_ace.errors import ConfigError
 from kong_ace.storage.base import Storage, StorageUnavailable
 from kong_ace.storage.memory import MemoryStorage
-from kong_ace.storage.redis import RedisSettings, RedisStorage, client_for
-from kong_ace.storage.synced import SyncedStorage
 from kong_ace.windows import FixedWindow, SlidingWindow, reset_after
 
 __all__ = [
@@ -159,6 +157,11 @@ def build_limiter(
             raise ConfigError("rate_limiting.sync_rate", "must be a number of seconds")
         if sync_rate != 0 and not sync_rate >= MIN_SYNC_RATE:
             raise ConfigError("rate_limiting.sync_rate", f"must be 0 or at least {MIN_SYNC_RATE}")
+        # Imported here, not at the top: `import kong_ace` must not import redis and ssl, so the
+        # plugin server can still monkey-patch them for gevent after importing the package.
+        from kong_ace.storage.redis import RedisSettings, RedisStorage, client_for
+        from kong_ace.storage.synced import SyncedStorage
+
         redis_settings = RedisSettings.from_config(settings.get("redis"))
         redis_store = RedisStorage(client_for(redis_settings))
         if sync_rate == 0:
