@@ -136,6 +136,24 @@ def test_sync_thread_ends_when_idle_and_restarts_on_demand(
     assert store(a)._thread is not None and store(a)._thread is not first
 
 
+def test_sync_thread_stays_while_deltas_wait_for_redis(
+    redis_db: RedisServer, clock: Clock, roots: list[MemoryStorage],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(synced_module, "_IDLE_SECONDS", 0.1)
+    redis_db.stop()
+    a = node(redis_db, clock, roots, sync_rate=0.02)
+    assert admitted(a, 3) == 3
+    thread = store(a)._thread
+    assert thread is not None
+    thread.join(timeout=0.5)  # 25 sync attempts, all failing: idle time would be long over
+    assert thread.is_alive()
+    redis_db.start()
+    thread.join(timeout=5)  # pushes, then ends as idle
+    assert not thread.is_alive()
+    assert redis_total(redis_db, 60, T0) == 3
+
+
 def test_redis_outage_keeps_local_counting_and_pushes_later(
     redis_db: RedisServer, clock: Clock, roots: list[MemoryStorage],
     caplog: pytest.LogCaptureFixture,

@@ -128,19 +128,21 @@ class SyncedStorage:
         self._thread.start()
 
     def _run(self) -> None:
-        idle = 0
+        idle = 0.0
         while True:
             self._wake.wait(self.sync_rate)
             if self._closed:
                 return
+            busy = self._hits  # hits since the last sync (a sync clears the flag)
             try:
-                self.sync_now()
+                ok = self.sync_now()
             except Exception:  # never let the thread die: local counting would drift forever
                 log.exception("rate-limit sync failed")
+                ok = False
             with self._lock:
-                pending = any(rec[2] or rec[4] for rec in self._records.values())
-                idle = 0 if (self._hits or pending) else idle + 1
-                if idle * self.sync_rate >= _IDLE_SECONDS:
+                # Deltas only come from hits, so no hits and a good sync mean nothing pending.
+                idle = 0.0 if (busy or self._hits or not ok) else idle + self.sync_rate
+                if idle >= _IDLE_SECONDS:
                     self._thread = None  # restarted by the next acquire
                     return
 
