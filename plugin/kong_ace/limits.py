@@ -106,23 +106,21 @@ class Limiter:
         if self.hide_client_headers:
             return RateResult(allowed, {}, retry_after)
 
-        headers: dict[str, str] = {}
         charged = 1 if allowed else 0  # a denied request is not counted
-        best = best_i = -1
-        best_s = ""
-        for i, ((_, limit, _, weight), (cur, prev), (lname, rname, lstr)) in enumerate(
-            zip(windows, counts, plan.names, strict=True)
+        headers: dict[str, str] = {}
+        best: tuple[int, str, str, int, int] | None = None
+        for (period, limit, start, weight), (cur, prev), (lname, rname, lstr) in zip(
+            windows, counts, plan.names, strict=True
         ):
             left = limit - cur - prev * weight - charged
             remaining = int(left) if left > 0 else 0
             headers[lname] = lstr
             headers[rname] = rem_s = str(remaining)
             # Lowest remaining wins; windows come largest first, so a tie keeps the larger.
-            if best_i < 0 or remaining < best:
-                best, best_i, best_s = remaining, i, rem_s
-        period, _, start, _ = windows[best_i]
-        headers["RateLimit-Limit"] = plan.names[best_i][2]
-        headers["RateLimit-Remaining"] = best_s
+            if best is None or remaining < best[0]:
+                best = (remaining, lstr, rem_s, period, start)
+        assert best is not None  # limits is not empty
+        _, headers["RateLimit-Limit"], headers["RateLimit-Remaining"], period, start = best
         if retry_after is None:
             headers["RateLimit-Reset"] = str(reset_after(period, start, now))
         else:
