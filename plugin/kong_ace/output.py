@@ -10,7 +10,7 @@ from typing import Any
 from rich.console import Console
 
 # Piped output is read by tools and pasted into docs: no wrapping at 80 columns.
-PIPE_WIDTH = 160
+PIPE_WIDTH = 240
 
 
 def _console(stream: Any) -> Console:
