@@ -13,7 +13,7 @@ from rich.text import Text
 from .coverage import Coverage, CoverageAnalyser
 from .deckfile import DeckFileError, Route
 from .errors import ConfigError
-from .loader import Loaded, Source, compile_source, read
+from .loader import Loaded, Source, compile_source, hint, read
 from .output import Output
 
 EXIT_OK, EXIT_UNMATCHED, EXIT_CONFIG = 0, 1, 2
@@ -83,11 +83,12 @@ def run(args: argparse.Namespace) -> int:
     except ConfigError as exc:
         if args.json:
             out.json({"error": str(exc), "place": exc.place, "config": place,
-                      "duplicate_keys": dups})
+                      "duplicate_keys": dups,
+                      "hint": hint(src.config, args.specs_dir is not None, exc)})
             return EXIT_CONFIG
         for line in _dup_text(dups):
             out.errors.print(f"duplicate key: {line}", style="red", markup=False)
-        return out.fail(str(exc), EXIT_CONFIG)
+        return out.fail(str(exc), EXIT_CONFIG, hint(src.config, args.specs_dir is not None, exc))
     analyser = CoverageAnalyser(loaded.enforcer, loaded.router)
     coverage = analyser.analyse()
     notes = findings(loaded, coverage, analyser)

@@ -23,7 +23,7 @@ from .decision import Decision, Request
 from .deckfile import DeckFileError, Route
 from .errors import ConfigError
 from .limits import PERIOD_NAMES
-from .loader import Loaded, load
+from .loader import Loaded, compile_source, hint, read
 from .matcher import Operation
 from .normalize import normalize_path
 from .output import Output
@@ -407,9 +407,14 @@ def run(args: argparse.Namespace) -> int:
     except ValueError as exc:
         return out.fail(str(exc), EXIT_ERROR)
     try:
-        loaded = load(args.file, args.specs_dir)
+        src = read(args.file, args.specs_dir)
     except (DeckFileError, ConfigError) as exc:
         return out.fail(str(exc), EXIT_ERROR, place=exc.place)
+    try:
+        loaded = compile_source(src)
+    except ConfigError as exc:
+        advice = hint(src.config, args.specs_dir is not None, exc)
+        return out.fail(str(exc), EXIT_ERROR, advice, place=exc.place)
     ex = explain(loaded, probe)
     if args.json:
         out.json(as_json(ex))

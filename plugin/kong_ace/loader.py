@@ -16,6 +16,8 @@ PLUGIN_NAME = "ace"
 NO_ACE = "no 'ace' plugin in this file (it must be a global plugin: top-level plugins[])"
 NOT_GLOBAL = "{place}: the ace plugin must be global (no service, route or consumer)"
 TWO_GLOBAL = "{place}: a second global ace plugin (Kong allows one per scope; first at {first})"
+SPECS_HINT = ("specs_dir is '{specs_dir}' (from the file); pass --specs-dir DIR to use the specs "
+              "next to you")
 DISABLED = "{place}: the ace plugin has enabled: false, so nothing is enforced"
 
 
@@ -84,3 +86,10 @@ def compile_source(src: Source) -> Loaded:
 def load(path: str | Path, specs_dir: str | None = None) -> Loaded:
     """Everything `check` and `explain` need; raises DeckFileError or ConfigError."""
     return compile_source(read(path, specs_dir))
+
+
+def hint(config: dict[str, Any], specs_dir_given: bool, exc: ConfigError) -> str | None:
+    """Advice for a spec that cannot be read because specs_dir names the gateway's path."""
+    if specs_dir_given or "cannot read spec" not in exc.problem or not config.get("specs_dir"):
+        return None
+    return SPECS_HINT.format(specs_dir=config["specs_dir"])

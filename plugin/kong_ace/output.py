@@ -36,10 +36,12 @@ class Output:
         """Write one JSON document to stdout."""
         sys.stdout.write(json.dumps(data, indent=2, sort_keys=False) + "\n")
 
-    def fail(self, message: str, code: int, **extra: Any) -> int:
+    def fail(self, message: str, code: int, hint: str | None = None, **extra: Any) -> int:
         """Report an error (stderr, or a JSON document on stdout) and return the exit code."""
         if self.as_json:
-            self.json({"error": message, **extra})
+            self.json({"error": message, **extra, **({"hint": hint} if hint else {})})
         else:
             self.errors.print(f"error: {message}", style="bold red", markup=False)
+            if hint:
+                self.errors.print(f"hint: {hint}", markup=False)
         return code
