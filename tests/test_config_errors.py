@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+
 from kong_ace import ConfigError, Enforcer
 
 from .conftest import example_config

@@ -47,9 +47,12 @@ class Request:
     consumer: Any = None
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Decision:
-    """The outcome for one request: proxy it (with headers to set) or answer it."""
+    """The outcome for one request: proxy it (with headers to set) or answer it.
+
+    Treat it as immutable; it is not frozen because a frozen dataclass costs ~2 us to build.
+    """
 
     allowed: bool
     status: int | None = None

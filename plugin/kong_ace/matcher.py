@@ -161,7 +161,7 @@ class _Node:
         return node
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)  # built per request: frozen would cost more than the lookup
 class Match:
     """The matched operation, or the methods the path allows when only the path matched."""
 

@@ -1,0 +1,137 @@
+"""Core benchmark: compile time, memory, Enforcer.match and Enforcer.decide per catalog.
+
+Run: .venv/bin/python tests/benchmarks/bench_core.py
+Each catalog is measured in its own subprocess so that RSS figures do not mix.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT))
+
+from tests.benchmarks.catalogs import generated_config, key_of  # noqa: E402
+
+GITHUB = ROOT / ".venv/octokit/node_modules/@octokit/openapi/generated/api.github.com.json"
+PARAM = re.compile(r"\{[^{}]+\}")
+KONG_HEADERS = {"host": ["api.example.com"], "user-agent": ["curl/8.5.0"], "accept": ["*/*"],
+                "x-forwarded-for": ["10.0.0.1"]}
+
+
+def rss_mb() -> float:
+    """Resident set size of this process."""
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+
+
+def per_call(fn: Any, items: list[Any], rounds: int = 7) -> float:
+    """Median over rounds of the mean seconds per call."""
+    samples = []
+    for _ in range(rounds):
+        start = time.perf_counter()
+        for item in items:
+            fn(item)
+        samples.append((time.perf_counter() - start) / len(items))
+    return statistics.median(samples)
+
+
+def example() -> tuple[dict[str, Any], list[Any]]:
+    import yaml
+
+    from kong_ace import Request
+
+    cfg = yaml.safe_load((ROOT / "kong.yml").read_text())["plugins"][0]["config"]
+    cfg["specs_dir"] = str(ROOT / "specs")
+    cfg["packages"][0]["rate_limits"] = [{"limit": 10**9, "duration": "seconds"}]
+    key = "ace_web_pGS1PzevuWwCqQ8VdIDE49MqSKjfG0VF"
+    svc = {"id": "x", "name": "flights"}
+    reqs = [Request("GET", f"/flights/v1/flights/{i}", headers={**KONG_HEADERS, "apikey": [key]},
+                    service=svc) for i in range(100)]
+    return cfg, reqs
+
+
+def github() -> tuple[dict[str, Any], list[Any]]:
+    import hashlib
+    import random
+
+    from kong_ace import Request
+
+    key = "bench-github-key"
+    cfg = {"apis": [{"name": "github", "spec_file": str(GITHUB)}],
+           "packages": [{"name": "all", "operations": [{"api": "github"}],
+                         "rate_limits": [{"limit": 10**9, "duration": "seconds"}]}],
+           "applications": [{"id": "app", "credentials": [
+               {"key_hash": "sha256:" + hashlib.sha256(key.encode()).hexdigest()}],
+               "registrations": [{"package": "all", "status": "approved"}]}]}
+    def reqs(enf: Any) -> list[Any]:
+        rng = random.Random(5)
+        ops = enf.catalog.operations()
+        return [Request(op.method, PARAM.sub(lambda _: f"v{rng.randrange(999)}", op.path),
+                        headers={**KONG_HEADERS, "apikey": [key]}) for op in rng.sample(ops, 200)]
+
+    return cfg, reqs
+
+
+def generated() -> tuple[dict[str, Any], list[Any]]:
+    from kong_ace import Request
+
+    cfg = generated_config()
+    reqs = [Request("GET", f"/api{n % 10}/r{(n // 10) % 20}/{n}/items/{n}",
+                    headers={**KONG_HEADERS, "apikey": [key_of(n)]}) for n in range(0, 10_000, 50)]
+    return cfg, reqs
+
+
+CATALOGS = {"example kong.yml": example, "GitHub REST (npm @octokit/openapi)": github,
+            "generated 20k ops / 10k apps / 50 packages": generated}
+
+
+def measure(name: str) -> dict[str, Any]:
+    """Compile one catalog and time match and decide on its requests."""
+    from kong_ace import Enforcer
+
+    cfg, reqs = CATALOGS[name]()
+    before = rss_mb()
+    start = time.perf_counter()
+    enf = Enforcer(cfg)
+    compile_s = time.perf_counter() - start
+    added = rss_mb() - before
+    if callable(reqs):
+        reqs = reqs(enf)
+    decisions = [enf.decide(r) for r in reqs]
+    admitted = sum(d.allowed for d in decisions)
+    assert admitted == len(reqs), [d.message for d in decisions if not d.allowed][:3]
+    match_s = per_call(lambda r: enf.match(r.method, r.path, service=r.service), reqs * 20)
+    decide_s = per_call(enf.decide, reqs * 20)
+    return {"catalog": name, "operations": len(enf.catalog.operations()),
+            "applications": len(enf.catalog.applications), "compile_s": compile_s,
+            "rss_mb": added, "match_us": match_s * 1e6, "decide_us": decide_s * 1e6}
+
+
+def main() -> int:
+    if len(sys.argv) == 3 and sys.argv[1] == "--one":
+        print(json.dumps(measure(sys.argv[2])))
+        return 0
+    print(f"{'catalog':45} {'ops':>6} {'apps':>6} {'compile':>8} {'+RSS':>7} {'match':>8} "
+          f"{'decide':>8} {'decide/s':>9}")
+    for name in CATALOGS:
+        out = subprocess.run([sys.executable, __file__, "--one", name], capture_output=True,
+                             text=True, check=True).stdout
+        r = json.loads(out)
+        print(f"{r['catalog']:45} {r['operations']:>6} {r['applications']:>6} "
+              f"{r['compile_s']:>7.2f}s {r['rss_mb']:>5.0f}MB {r['match_us']:>6.2f}us "
+              f"{r['decide_us']:>6.2f}us {1e6 / r['decide_us']:>9,.0f}")
+    print("targets: 20k catalog compiles < 5 s, adds < 200 MB; decide >= 100,000/s on one core")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
