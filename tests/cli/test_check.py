@@ -10,8 +10,8 @@ import sys
 from pathlib import Path
 
 import pytest
-from kong_ace import ConfigError, Enforcer
 
+from kong_ace import ConfigError, Enforcer
 from tests.cli.helpers import KONG_YML, ace_plugin, as_json, kong_ace, route, write_deck
 from tests.conftest import ROOT, SPECS, example_config
 

@@ -6,8 +6,8 @@ import sys
 import types
 
 import pytest
-from kong_ace import cli
 
+from kong_ace import cli
 from tests.cli.helpers import kong_ace
 
 

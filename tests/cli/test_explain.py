@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import pytest
+
 from kong_ace import Enforcer, Request
 from kong_ace import decision as messages
-
 from tests.cli.helpers import KONG_YML, ace_plugin, as_json, kong_ace, write_deck
 from tests.conftest import PARTNER_KEY, WEB_KEY, example_config
 

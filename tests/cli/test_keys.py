@@ -5,7 +5,6 @@ from __future__ import annotations
 import hashlib
 
 from kong_ace import Enforcer, Request
-
 from tests.cli.helpers import as_json, kong_ace
 from tests.conftest import WEB_KEY, example_config
 
