@@ -10,7 +10,7 @@ from rich import box
 from rich.table import Table
 from rich.text import Text
 
-from .coverage import Coverage, CoverageAnalyser
+from .coverage import SAMPLES, Coverage, CoverageAnalyser
 from .deckfile import DeckFileError, Route
 from .errors import ConfigError
 from .loader import Loaded, Source, compile_source, hint, read
@@ -22,8 +22,8 @@ EMPTY_PACKAGE = "package '{name}' has no operations"
 NO_APPROVED = "application '{app}' has no approved registration: it can call nothing"
 DUPLICATE_KEY = "key_hash {digest} appears {n} times: {places}"
 UNMATCHED_SUMMARY = "{n} unmatched operation(s): no Kong route carries them, Kong answers 404"
-PARTIAL = ("operation '{op}' is only partly carried: some parameter values reach no route "
-           "({routes})")
+PARTIAL = ("operation '{op}' is only partly carried: for some hosts, route {routes} takes some "
+           "parameter values and not others (values tried: {samples})")
 STATUS_STYLE = {"matched": "green", "partial": "yellow", "unmatched": "bold red"}
 
 
@@ -47,7 +47,8 @@ def findings(loaded: Loaded, coverage: list[Coverage], analyser: CoverageAnalyse
     out = [EMPTY_PACKAGE.format(name=n) for n, p in cat.packages.items() if not p.op_uids]
     out += [NO_APPROVED.format(app=a.id) for a in cat.applications.values()
             if not any(r.status == "approved" for r in a.registrations)]
-    out += [PARTIAL.format(op=c.operation.id, routes=_routes_text(c.routes))
+    out += [PARTIAL.format(op=c.operation.id, routes=_routes_text(c.routes),
+                           samples=", ".join(SAMPLES))
             for c in coverage if c.status == "partial"]
     return out + analyser.warnings
 
@@ -137,7 +138,8 @@ def _render(out: Output, loaded: Loaded, coverage: list[Coverage], notes: list[s
     table = Table(title="Operations and the Kong routes that carry them", title_justify="left",
                   box=box.SIMPLE_HEAD, pad_edge=False)
     for col in ("API", "Operation", "Method", "Path", "Route", "Service", "Packages", "Status"):
-        table.add_column(col, no_wrap=True)
+        # Only the Route column wraps: it holds the reason when an operation is unmatched.
+        table.add_column(col, no_wrap=col != "Route", max_width=48 if col == "Route" else None)
     for cov in coverage:
         op = cov.operation
         services = dict.fromkeys(r.service.label for r in cov.routes if r.service)

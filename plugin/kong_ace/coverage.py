@@ -5,7 +5,7 @@ sample values in the parameters, a host the route or the API names) is routed by
 route, the route's service is one the API is scoped to, and ACE then matches the request to this
 very operation. An operation no such request reaches is **unmatched**: Kong answers 404 before
 ACE runs, so no application can ever call it. When only some sample values get through (a regex
-route such as `~/flights/\\d+$`), the operation is **partial**.
+route such as `~/flights/\\d+$`) for some host or header set, the operation is **partial**.
 """
 
 from __future__ import annotations
@@ -101,17 +101,18 @@ class CoverageAnalyser:
         api = self.catalog.apis[op.api]
         hosts: list[str | None] = [None, *self._route_hosts]
         hosts += sorted(host_instance(h) for h in api.scope.hosts)
-        carried_samples = set()
         samples = sample_paths(op.path)
-        for sample in samples:
-            for host in dict.fromkeys(hosts):
-                for headers in self._header_sets:
+        for host in dict.fromkeys(hosts):
+            for headers in self._header_sets:
+                carried = 0
+                for sample in samples:
                     route = self._carrier(op, sample, host, headers)
                     if route is not None:
-                        carried_samples.add(sample)
+                        carried += 1
                         if route not in cov.routes:
                             cov.routes.append(route)
-        cov.partial = bool(cov.routes) and len(carried_samples) < len(samples)
+                # Requests like these reach a route for some parameter values only.
+                cov.partial = cov.partial or 0 < carried < len(samples)
         if not cov.routes:
             cov.reason = self._reason(op, samples[0], api.scope.hosts)
         return cov

@@ -21,6 +21,7 @@ NOT_YAML = "{path}: not valid YAML or JSON: {reason}"
 NOT_A_MAP = "the file must hold a map (services, routes, plugins, consumers, ...)"
 MUST_BE_LIST = "must be a list"
 MUST_BE_MAP = "must be a map"
+MUST_BE_INT = "must be an integer"
 BAD_FORMAT_VERSION = "'{value}' is not a format version decK knows ({known})"
 NO_FORMAT_VERSION = "_format_version is missing: Kong's DB-less loader requires it (\"3.0\")"
 ENV_NOT_DECK = "env \"{name}\": decK only reads variables whose name starts with DECK_"
@@ -229,7 +230,7 @@ class _Reader:
             paths=paths, headers=headers,
             snis=tuple(str(s) for s in _list(raw, "snis", place)),
             strip_path=raw.get("strip_path") is not False,
-            regex_priority=int(raw.get("regex_priority") or 0),
+            regex_priority=_int(raw, "regex_priority", place),
         )
         self._unique("route", route.name, place)
         self.deck.routes.append(route)
@@ -261,6 +262,15 @@ def _ref(value: Any) -> str | None:
     if isinstance(value, Mapping):
         return value.get("name") or value.get("username") or value.get("id")
     return str(value)
+
+
+def _int(raw: Mapping[str, Any], key: str, place: str) -> int:
+    value = raw.get(key)
+    if value is None:
+        return 0
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise DeckFileError(f"{place}.{key}", MUST_BE_INT)
+    return value
 
 
 def _str(raw: Mapping[str, Any], key: str) -> str | None:

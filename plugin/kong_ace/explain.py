@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import argparse
 import time
-from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -103,27 +102,27 @@ class Probe:
 
     method: str
     path: str
-    headers: dict[str, str]
-    query: dict[str, str]
+    headers: dict[str, list[str]]  # Kong's multi-map form: a name may repeat
+    query: dict[str, list[str]]
     host: str | None = None
     consumer: str | None = None
 
 
 def parse_probe(args: argparse.Namespace) -> Probe:
     """Build the request from the command line; raises ValueError on a malformed -H/--query."""
-    headers: dict[str, str] = {}
+    headers: dict[str, list[str]] = {}
     for raw in args.header:
         name, sep, value = raw.partition(":")
         if not sep or not name.strip():
             raise ValueError(BAD_HEADER.format(raw=_redact_raw(raw)))
-        headers[name.strip().lower()] = value.strip()
-    query: dict[str, str] = {}
+        headers.setdefault(name.strip().lower(), []).append(value.strip())
+    query: dict[str, list[str]] = {}
     for raw in args.query:
         name, sep, value = raw.partition("=")
         if not sep or not name:
             raise ValueError(BAD_QUERY.format(raw=_redact_raw(raw)))
-        query[name] = value
-    host = args.host or headers.get("host")
+        query.setdefault(name, []).append(value)
+    host = args.host or (headers["host"][0] if "host" in headers else None)
     return Probe(args.method, args.path, headers, query, host, args.consumer)
 
 
@@ -153,8 +152,9 @@ def redacted_request(loaded: Loaded, probe: Probe) -> dict[str, Any]:
         "path": probe.path,
         "normalized_path": normalize_path(probe.path),
         "host": probe.host,
-        "headers": {k: REDACTED if k in h_secret else v for k, v in probe.headers.items()},
-        "query": {k: REDACTED if k in q_secret else v for k, v in probe.query.items()},
+        "headers": {k: [REDACTED] * len(v) if k in h_secret else v
+                    for k, v in probe.headers.items()},
+        "query": {k: [REDACTED] * len(v) if k in q_secret else v for k, v in probe.query.items()},
         "consumer": probe.consumer,
     }
 
@@ -360,8 +360,8 @@ def render(out: Output, ex: Explanation) -> None:
     if req["normalized_path"] != req["path"]:
         line += f"  (normalised: {req['normalized_path']})"
     extras = [f"host: {req['host']}"] if req["host"] else []
-    extras += [f"{k}: {v}" for k, v in req["headers"].items() if k != "host"]
-    extras += [f"?{k}={v}" for k, v in req["query"].items()]
+    extras += [f"{k}: {v}" for k, vs in req["headers"].items() if k != "host" for v in vs]
+    extras += [f"?{k}={v}" for k, vs in req["query"].items() for v in vs]
     if req["consumer"]:
         extras.append(f"consumer: {req['consumer']}")
     c.print(line, style="bold", markup=False)
@@ -393,10 +393,6 @@ def render(out: Output, ex: Explanation) -> None:
         if ex.decision is not None:
             for k, v in ex.decision.headers.items():
                 c.print(f"   response {k}: {v}", markup=False)
-
-
-def _header_map(headers: Mapping[str, str]) -> dict[str, str]:
-    return {k.lower(): v for k, v in headers.items()}
 
 
 def run(args: argparse.Namespace) -> int:

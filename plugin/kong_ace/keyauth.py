@@ -50,16 +50,22 @@ def key_names(plugin: Plugin) -> tuple[str, ...]:
         DEFAULT_KEY_NAMES
 
 
-def authenticate(deck: DeckFile, plugin: Plugin, headers: Mapping[str, str],
-                 query: Mapping[str, str]) -> KeyAuthResult:
-    """Run key-auth's lookup against the file's consumers."""
+def _first(values: Any) -> str | None:
+    if isinstance(values, list):
+        return next((v for v in values if v), None)
+    return values or None
+
+
+def authenticate(deck: DeckFile, plugin: Plugin, headers: Mapping[str, Any],
+                 query: Mapping[str, Any]) -> KeyAuthResult:
+    """Run key-auth's lookup against the file's consumers (maps may be Kong multi-maps)."""
     cfg: Mapping[str, Any] = plugin.config
     names = key_names(plugin)
     key = None
     if cfg.get("key_in_header") is not False:
-        key = next((headers[n.lower()] for n in names if headers.get(n.lower())), None)
+        key = next((k for n in names if (k := _first(headers.get(n.lower())))), None)
     if key is None and cfg.get("key_in_query") is not False:
-        key = next((query[n] for n in names if query.get(n)), None)
+        key = next((k for n in names if (k := _first(query.get(n)))), None)
     anonymous = cfg.get("anonymous") or None
     if key is None:
         if anonymous:

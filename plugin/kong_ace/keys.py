@@ -6,6 +6,7 @@ import argparse
 import getpass
 import secrets
 import sys
+from typing import TextIO
 
 from .catalog import KEY_HASH_PREFIX, hash_key
 from .output import Output
@@ -49,7 +50,7 @@ def run_keygen(args: argparse.Namespace) -> int:
     return 0
 
 
-def read_key(stream=None) -> str:  # noqa: ANN001 - a text stream
+def read_key(stream: TextIO | None = None) -> str:
     """One key from stdin; prompts without echo on a terminal so the key never shows."""
     stream = stream or sys.stdin
     raw = getpass.getpass(PROMPT) if stream.isatty() else stream.read()

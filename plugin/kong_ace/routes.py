@@ -13,6 +13,7 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from .deckfile import Route
 from .normalize import normalize_path
@@ -30,7 +31,7 @@ class PathMatcher:
     priority: tuple[int, ...]
 
     def matches(self, method: str, path: str, host: str | None,
-                headers: Mapping[str, str]) -> bool:
+                headers: Mapping[str, Any]) -> bool:
         """Whether Kong's expression for this matcher holds."""
         r = self.route
         if r.methods and method not in r.methods:
@@ -39,7 +40,8 @@ class PathMatcher:
             return False
         for name, values in r.headers.items():
             got = headers.get(name)
-            if got is None or not any(_header_value_matches(v, got) for v in values):
+            got_all = got if isinstance(got, list) else [] if got is None else [got]
+            if not any(_header_value_matches(v, g) for v in values for g in got_all):
                 return False
         if self.path is None:
             return True
@@ -79,10 +81,12 @@ def _header_value_matches(want: str, got: str) -> bool:
     return got.lower() == want.lower()
 
 
+_NAMED_GROUP = re.compile(r"\(\?<(?![=!])")
+
+
 def _kong_regex(path: str) -> re.Pattern[str]:
     # As Kong: drop '~', anchor at the start, and turn (?<name> into Python's (?P<name>.
-    return re.compile("^" + path[1:].replace("(?<", "(?P<").replace("(?P<=", "(?<=")
-                      .replace("(?P<!", "(?<!"))
+    return re.compile("^" + _NAMED_GROUP.sub("(?P<", path[1:]))
 
 
 def _priority(route: Route, path: str | None) -> tuple[int, ...]:
@@ -121,7 +125,7 @@ class Router:
         self.matchers = [m[2] for m in matchers]
 
     def find(self, method: str, path: str, host: str | None = None,
-             headers: Mapping[str, str] | None = None) -> PathMatcher | None:
+             headers: Mapping[str, Any] | None = None) -> PathMatcher | None:
         """The matcher Kong would pick for a request, or None (Kong answers 404)."""
         path = normalize_path(path)
         hdrs = {k.lower(): v for k, v in (headers or {}).items()}
@@ -131,7 +135,7 @@ class Router:
         return None
 
     def ties(self, winner: PathMatcher, method: str, path: str, host: str | None = None,
-             headers: Mapping[str, str] | None = None) -> list[Route]:
+             headers: Mapping[str, Any] | None = None) -> list[Route]:
         """Other routes matching the same request at the same priority (Kong's pick is by id)."""
         path = normalize_path(path)
         hdrs = {k.lower(): v for k, v in (headers or {}).items()}

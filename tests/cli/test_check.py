@@ -280,3 +280,22 @@ def test_colour_only_on_a_terminal_without_no_color(tmp_path):
 
     assert COLOUR.search(on_tty({}))
     assert not COLOUR.search(on_tty({"NO_COLOR": "1"}))
+
+
+def test_regex_paths_beat_prefixes_and_regex_priority_orders_them(tmp_path):
+    def regex_steal(data, flights_priority=None):
+        bookings = next(s for s in data["services"] if s["name"] == "bookings")
+        bookings["routes"].append({"name": "regex-steal", "paths": ["~/flights/v1/flights$"]})
+        if flights_priority is not None:
+            route(data, "flights")["paths"] = ["~/flights/v1/"]
+            route(data, "flights")["regex_priority"] = flights_priority
+
+    _, report = check(write_deck(tmp_path, regex_steal))
+    by_id = {op["id"]: op for op in report["operations"]}
+    # Kong tries regex paths before prefixes: plain-host requests go to the bookings service.
+    assert [r["name"] for r in by_id["listFlights"]["routes"]] == ["flights-mobile"]
+    assert [r["name"] for r in by_id["getFlight"]["routes"]] == ["flights", "flights-mobile"]
+
+    _, report = check(write_deck(tmp_path, lambda d: regex_steal(d, flights_priority=10)))
+    by_id = {op["id"]: op for op in report["operations"]}
+    assert [r["name"] for r in by_id["listFlights"]["routes"]] == ["flights", "flights-mobile"]

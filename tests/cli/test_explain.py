@@ -140,3 +140,11 @@ def test_malformed_header_and_config_errors_exit_2(tmp_path):
     proc = kong_ace("explain", str(write_deck(tmp_path, bad)), "GET", "/")
     assert proc.returncode == 2
     assert "applications[0].registrations[0]: unknown package 'gone'" in proc.stderr
+
+
+def test_two_different_keys_are_refused_and_both_redacted():
+    code, report, text = explain("GET", "/flights/v1/flights", "-H", f"apikey: {WEB_KEY}",
+                                 "--query", f"apikey={PARTNER_KEY}")
+    assert code == 1 and report["message"] == messages.DUPLICATE_KEY
+    assert WEB_KEY not in text and PARTNER_KEY not in text
+    assert report["request"]["query"] == {"apikey": ["<redacted>"]}
