@@ -136,9 +136,7 @@ class CoverageAnalyser:
 
     def _reason(self, op: Operation, path: str, api_hosts: frozenset[str]) -> str:
         """Why no route carries an operation, from the first route whose path matches."""
-        candidates = [m for m in self.router.matchers
-                      if m.path is None or (m.regex.match(path) if m.regex else
-                                            path.startswith(m.path))]
+        candidates = [m for m in self.router.matchers if m.path_matches(path)]
         if not candidates:
             return NO_ROUTE_PATH.format(path=path)
         api = self.catalog.apis[op.api]

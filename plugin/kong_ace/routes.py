@@ -43,6 +43,10 @@ class PathMatcher:
             got_all = got if isinstance(got, list) else [] if got is None else [got]
             if not any(_header_value_matches(v, g) for v in values for g in got_all):
                 return False
+        return self.path_matches(path)
+
+    def path_matches(self, path: str) -> bool:
+        """The path condition alone: an anchored regex or a plain string prefix."""
         if self.path is None:
             return True
         if self.regex is not None:

@@ -299,3 +299,14 @@ def test_regex_paths_beat_prefixes_and_regex_priority_orders_them(tmp_path):
     _, report = check(write_deck(tmp_path, lambda d: regex_steal(d, flights_priority=10)))
     by_id = {op["id"]: op for op in report["operations"]}
     assert [r["name"] for r in by_id["listFlights"]["routes"]] == ["flights", "flights-mobile"]
+
+
+def test_missing_format_version_and_disabled_plugin_are_warnings(tmp_path):
+    def loose(data):
+        del data["_format_version"]
+        ace_plugin(data)["enabled"] = False
+
+    proc = kong_ace("check", str(write_deck(tmp_path, loose)))
+    assert proc.returncode == 0
+    assert "_format_version is missing" in proc.stdout
+    assert "plugins[0]: the ace plugin has enabled: false" in proc.stdout
