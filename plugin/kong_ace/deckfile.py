@@ -162,6 +162,7 @@ class _Reader:
         self.names: dict[tuple[str, str], str] = {}
 
     def read(self) -> DeckFile:
+        """Resolve services, routes, consumers and plugins, nested or top-level."""
         deck = self.deck
         if deck.format_version is None:
             deck.warnings.append(NO_FORMAT_VERSION)
