@@ -24,6 +24,9 @@ DUPLICATE_KEY = "key_hash {digest} appears {n} times: {places}"
 UNMATCHED_SUMMARY = "{n} unmatched operation(s): no Kong route carries them, Kong answers 404"
 PARTIAL = ("operation '{op}' is only partly carried: for some hosts, route {routes} takes some "
            "parameter values and not others (values tried: {samples})")
+IDLE_PATH = ("route '{route}' path {path} carries no API operation: {effect}")
+IDLE_REQUIRED = "with match_policy required, ACE answers 404 to every request on it"
+IDLE_IF_PRESENT = "requests on it pass through without ACE (match_policy if_present)"
 STATUS_STYLE = {"matched": "green", "partial": "yellow", "unmatched": "bold red"}
 
 
@@ -50,6 +53,9 @@ def findings(loaded: Loaded, coverage: list[Coverage], analyser: CoverageAnalyse
     out += [PARTIAL.format(op=c.operation.id, routes=_routes_text(c.routes),
                            samples=", ".join(SAMPLES))
             for c in coverage if c.status == "partial"]
+    effect = IDLE_REQUIRED if cat.match_required else IDLE_IF_PRESENT
+    out += [IDLE_PATH.format(route=m.route.label, path=m.path or "(any)", effect=effect)
+            for m in analyser.idle_paths()]
     return out + analyser.warnings
 
 
@@ -97,13 +103,14 @@ def run(args: argparse.Namespace) -> int:
     unmatched = [c for c in coverage if c.status == "unmatched"]
     code = EXIT_UNMATCHED if args.strict and unmatched else EXIT_OK
     if args.json:
-        out.json(_as_json(loaded, coverage, notes, spec_warnings, dups, place))
+        out.json(_as_json(loaded, analyser, coverage, notes, spec_warnings, dups, place))
         return code
     _render(out, loaded, coverage, notes, spec_warnings, place)
     return code
 
 
-def _as_json(loaded: Loaded, coverage: list[Coverage], notes: list[str],
+def _as_json(loaded: Loaded, analyser: CoverageAnalyser, coverage: list[Coverage],
+             notes: list[str],
              spec_warnings: list[str], dups: list[dict[str, Any]], place: str) -> dict[str, Any]:
     cat = loaded.enforcer.catalog
     return {
@@ -122,6 +129,8 @@ def _as_json(loaded: Loaded, coverage: list[Coverage], notes: list[str],
             a.id for a in cat.applications.values()
             if not any(r.status == "approved" for r in a.registrations)],
         "duplicate_keys": dups,
+        "idle_route_paths": [{"route": m.route.label, "path": m.path}
+                             for m in analyser.idle_paths()],
         "findings": notes,
         "file_warnings": loaded.warnings,
         "spec_warnings": spec_warnings,

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from .deckfile import Route
 from .enforcer import Enforcer
 from .matcher import Operation
-from .routes import Router, host_matches
+from .routes import PathMatcher, Router, host_matches
 
 # Parameter values tried for each template: a number and a word, since regex routes often
 # accept only one of the two.
@@ -80,6 +80,7 @@ class CoverageAnalyser:
         self.router = router
         self.catalog = enforcer.catalog
         self.warnings: list[str] = []
+        self.used: set[int] = set()  # id() of the path matchers that carried an operation
         route_hosts = {h for m in router.matchers for h in m.route.hosts}
         self._route_hosts = sorted(host_instance(h) for h in route_hosts)
         self._header_sets = [{}] + [
@@ -125,6 +126,7 @@ class CoverageAnalyser:
         got = self.enforcer.match(op.method, path, host=host, service=m.route.service.as_kong())
         if got is None or got.uid != op.uid:
             return None
+        self.used.add(id(m))
         ties = [r for r in self.router.ties(m, op.method, path, host, headers)
                 if r.service is not None]
         if ties:
@@ -133,6 +135,11 @@ class CoverageAnalyser:
             if msg not in self.warnings:
                 self.warnings.append(msg)
         return m.route
+
+    def idle_paths(self) -> list[PathMatcher]:
+        """Route paths that carry no operation (call after analyse)."""
+        return [m for m in self.router.matchers
+                if id(m) not in self.used and m.route.service is not None]
 
     def _reason(self, op: Operation, path: str, api_hosts: frozenset[str]) -> str:
         """Why no route carries an operation, from the first route whose path matches."""

@@ -310,3 +310,17 @@ def test_missing_format_version_and_disabled_plugin_are_warnings(tmp_path):
     assert proc.returncode == 0
     assert "_format_version is missing" in proc.stdout
     assert "plugins[0]: the ace plugin has enabled: false" in proc.stdout
+
+
+@pytest.mark.parametrize(("policy", "effect"), [("required", "ACE answers 404"),
+                                                ("if_present", "pass through without ACE")])
+def test_route_paths_that_carry_no_operation_are_reported(tmp_path, policy, effect):
+    def extra_path(data):
+        route(data, "flights")["paths"].append("/legacy")
+        ace_plugin(data)["config"]["match_policy"] = policy
+
+    _, report = check(write_deck(tmp_path, extra_path))
+    assert {"route": "flights", "path": "/legacy"} in report["idle_route_paths"]
+    assert {"route": "flights", "path": "/flights/v1"} not in report["idle_route_paths"]
+    assert any("path /legacy carries no API operation" in f and effect in f
+               for f in report["findings"])
