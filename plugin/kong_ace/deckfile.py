@@ -29,6 +29,8 @@ ENV_UNSET = "environment variable '{name}' present in state file but not set"
 UNKNOWN_SERVICE = "service '{ref}' is not defined in this file"
 ROUTE_NEEDS_MATCH = "must set at least one of methods, hosts, headers, paths or snis"
 BAD_PATH = "path '{path}' must start with '/' or '~' (a regex)"
+EXPRESSION_ROUTE = ("{place}: expressions-router routes are not modelled; operations it carries "
+                    "show as unmatched")
 DUPLICATE_NAME = "duplicate {kind} name '{name}' (first at {first})"
 
 
@@ -213,6 +215,9 @@ class _Reader:
         raise DeckFileError(place, UNKNOWN_SERVICE.format(ref=key))
 
     def _route(self, raw: Mapping[str, Any], place: str, service: Service | None) -> None:
+        if raw.get("expression"):
+            self.deck.warnings.append(EXPRESSION_ROUTE.format(place=place))
+            return
         if not any(raw.get(f) for f in ROUTE_MATCH_FIELDS):
             raise DeckFileError(place, ROUTE_NEEDS_MATCH)
         paths = tuple(str(p) for p in _list(raw, "paths", place))
