@@ -26,7 +26,7 @@ WILDCARD_LABEL = "ace-sample"
 _PARAM = re.compile(r"\{[^{}]*\}")
 
 NO_ROUTE_PATH = "no route path matches {path}"
-WRONG_METHOD = "route '{route}' matches the path but allows only {methods}"
+WRONG_METHOD = "{routes} match the path but allow only {methods}"
 WRONG_HOST = "route '{route}' matches the path only for hosts {hosts}"
 WRONG_HEADERS = "route '{route}' matches the path only with headers {headers}"
 WRONG_SERVICE = ("Kong routes it to route '{route}' of service '{service}', but API '{api}' "
@@ -167,8 +167,11 @@ class CoverageAnalyser:
         if api_hosts:
             return API_HOSTS.format(api=op.api, hosts=", ".join(sorted(api_hosts)))
         r = candidates[0].route
-        if r.methods and op.method not in r.methods:
-            return WRONG_METHOD.format(route=r.label, methods=", ".join(r.methods))
+        if all(m.route.methods and op.method not in m.route.methods for m in candidates):
+            routes = _unique(m.route for m in candidates)
+            methods = dict.fromkeys(x for route in routes for x in route.methods)
+            return WRONG_METHOD.format(routes=", ".join(f"'{x.label}'" for x in routes),
+                                       methods=", ".join(methods))
         if r.hosts:
             return WRONG_HOST.format(route=r.label, hosts=", ".join(r.hosts))
         return WRONG_HEADERS.format(route=r.label, headers=", ".join(r.headers))

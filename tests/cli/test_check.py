@@ -111,7 +111,8 @@ def test_route_methods_limit_what_it_carries(tmp_path):
     for op in flights:
         assert op["status"] == ("matched" if op["method"] == "GET" else "unmatched")
         if op["method"] != "GET":
-            assert "allows only GET" in op["reason"]
+            assert "match the path but allow only GET" in op["reason"]
+            assert "'flights'" in op["reason"] and "'flights-mobile'" in op["reason"]
 
 
 def test_regex_route_paths_are_anchored_and_may_carry_only_some_values(tmp_path):
