@@ -325,3 +325,12 @@ def test_route_paths_that_carry_no_operation_are_reported(tmp_path, policy, effe
     assert {"route": "flights", "path": "/flights/v1"} not in report["idle_route_paths"]
     assert any("path /legacy carries no API operation" in f and effect in f
                for f in report["findings"])
+
+
+def test_missing_file_and_non_yaml_exit_2(tmp_path):
+    proc = kong_ace("check", str(tmp_path / "absent.yml"))
+    assert proc.returncode == 2 and "cannot read" in proc.stderr
+    bad = tmp_path / "bad.yml"
+    bad.write_text("services: [\n")
+    proc = kong_ace("check", str(bad), "--json")
+    assert proc.returncode == 2 and "not valid YAML" in as_json(proc)["error"]
