@@ -1,121 +1,175 @@
-"""Rate limiting: fixed or sliding windows over a counter storage."""
+"""Rate limits: Limiter (window strategy + counter storage) and Kong-compatible headers."""
 
 from __future__ import annotations
 
 import math
-import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
-from cachetools import TTLCache
+from kong_ace.errors import ConfigError
+from kong_ace.storage.base import Storage, StorageUnavailable
+from kong_ace.storage.memory import MemoryStorage
+from kong_ace.windows import FixedWindow, SlidingWindow, reset_after
 
+__all__ = [
+    "PERIODS",
+    "Limit",
+    "Limiter",
+    "MemoryStorage",
+    "RateResult",
+    "StorageUnavailable",
+    "build_limiter",
+]
+
+# `rate_limits[].duration` (singular; the catalog also accepts the plural) -> seconds.
 PERIODS = {"second": 1, "minute": 60, "hour": 3600, "day": 86400}
-PERIOD_NAMES = {v: k.capitalize() for k, v in PERIODS.items()}
+_PERIOD_NAMES = {1: "Second", 60: "Minute", 3600: "Hour", 86400: "Day"}
+MIN_SYNC_RATE = 0.02
 
 
-@dataclass(frozen=True, slots=True)
-class Limit:
-    """At most ``limit`` requests per ``period`` seconds."""
+class Limit(NamedTuple):
+    """`limit` requests per `period` seconds."""
 
     limit: int
     period: int
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class RateResult:
-    """The limiter's answer: admitted or not, and the headers that describe the quota."""
+    """Outcome of one consume: response headers (Kong's names) and Retry-After on a denial."""
 
     allowed: bool
-    headers: Mapping[str, str] = field(default_factory=dict)
+    headers: dict[str, str] = field(default_factory=dict)
     retry_after: int | None = None
 
 
-ALLOWED_UNLIMITED = RateResult(True)
+class _Plan:
+    """Per limits tuple, computed once: windows by decreasing period and their header names."""
 
+    __slots__ = ("pairs", "names")
 
-class StorageUnavailable(Exception):
-    """The counter store could not be reached."""
-
-
-class MemoryStorage:
-    """Process-wide counters in memory, shared by every plugin instance; thread-safe."""
-
-    def __init__(self, maxsize: int = 1_000_000, ttl: float = 2 * 86400 + 60) -> None:
-        self.lock = threading.Lock()
-        # Entries outlive the longest window plus the previous one a sliding window reads.
-        self.counters: TTLCache[str, int] = TTLCache(maxsize=maxsize, ttl=ttl)
+    def __init__(self, limits: Sequence[Limit]) -> None:
+        strictest: dict[int, int] = {}
+        for lim in limits:
+            # Two limits on one period share one counter; only the smaller one can bind.
+            strictest[lim.period] = min(lim.limit, strictest.get(lim.period, lim.limit))
+        # Largest period first: on equal remaining, Kong reports the larger window.
+        self.pairs = tuple(sorted(strictest.items(), reverse=True))
+        self.names = tuple(
+            (
+                f"X-RateLimit-Limit-{_PERIOD_NAMES.get(p, f'{p}s')}",
+                f"X-RateLimit-Remaining-{_PERIOD_NAMES.get(p, f'{p}s')}",
+                str(lim),
+            )
+            for p, lim in self.pairs
+        )
 
 
 class Limiter:
-    """Checks every limit and charges all of them only when all have room."""
+    """Checks and charges a bucket's limits in one atomic storage call."""
 
     def __init__(
         self,
-        storage: MemoryStorage,
-        *,
-        sliding: bool = True,
+        storage: Storage,
+        window: FixedWindow | SlidingWindow,
         clock: Callable[[], float] = time.time,
+        *,
+        hide_client_headers: bool = False,
     ) -> None:
-        self._storage = storage
-        self._sliding = sliding
-        self._clock = clock
+        self.storage = storage
+        self.window = window
+        self.clock = clock
+        self.hide_client_headers = hide_client_headers
+        self._plans: dict[tuple[Limit, ...], _Plan] = {}
 
-    def consume(self, key: str, limits: tuple[Limit, ...]) -> RateResult:
-        """Admit and charge one request against ``key``, or refuse without charging."""
+    def consume(self, key: str, limits: Sequence[Limit]) -> RateResult:
+        """Charge every limit if all have room, else nothing; raises StorageUnavailable."""
         if not limits:
-            return ALLOWED_UNLIMITED
-        now = self._clock()
-        counters = self._storage.counters
-        plan = []
-        with self._storage.lock:
-            for lim in limits:
-                start = now - now % lim.period
-                cur_key = f"{key}|{lim.period}|{int(start)}"
-                used = counters.get(cur_key, 0)
-                if self._sliding:
-                    prev = counters.get(f"{key}|{lim.period}|{int(start) - lim.period}", 0)
-                    used_est = used + prev * (lim.period - (now - start)) / lim.period
-                else:
-                    used_est = used
-                plan.append((lim, cur_key, used, used_est, start + lim.period - now))
-            allowed = all(used_est + 1 <= lim.limit for lim, _, _, used_est, _ in plan)
-            if allowed:
-                for _, cur_key, used, _, _ in plan:
-                    counters[cur_key] = used + 1
-        return _result(allowed, plan)
+            return RateResult(True, {})
+        plan = self._plans.get(limits)  # type: ignore[arg-type]
+        if plan is None:
+            limits = tuple(limits)
+            plan = self._plans[limits] = _Plan(limits)
+        now = self.clock()
+        windows = self.window.windows(plan.pairs, now)
+        allowed, counts = self.storage.acquire(key, windows, now)
 
+        retry_after = None
+        if not allowed:
+            wait = 0.0
+            for w, (cur, prev) in zip(windows, counts, strict=True):
+                if cur + prev * w[3] + 1 > w[1]:
+                    wait = max(wait, self.window.retry_after(w, cur, prev, now))
+            retry_after = max(1, math.ceil(wait))
+        if self.hide_client_headers:
+            return RateResult(allowed, {}, retry_after)
 
-def _result(allowed: bool, plan: list[Any]) -> RateResult:
-    headers: dict[str, str] = {}
-    tightest = None
-    retry = 0
-    for lim, _, _, used_est, reset in plan:
-        spent = math.ceil(used_est) + (1 if allowed else 0)
-        remaining = max(0, lim.limit - spent)
-        name = PERIOD_NAMES.get(lim.period, str(lim.period))
-        headers[f"X-RateLimit-Limit-{name}"] = str(lim.limit)
-        headers[f"X-RateLimit-Remaining-{name}"] = str(remaining)
-        if tightest is None or remaining < tightest[0]:
-            tightest = (remaining, lim.limit, reset)
-        if used_est + 1 > lim.limit:
-            retry = max(retry, math.ceil(reset))
-    assert tightest is not None
-    headers["RateLimit-Limit"] = str(tightest[1])
-    headers["RateLimit-Remaining"] = str(tightest[0])
-    headers["RateLimit-Reset"] = str(max(1, math.ceil(tightest[2])))
-    if allowed:
-        return RateResult(True, headers)
-    headers["Retry-After"] = str(max(1, retry))
-    return RateResult(False, headers, max(1, retry))
+        charged = 1 if allowed else 0  # a denied request is not counted
+        headers: dict[str, str] = {}
+        best: tuple[int, str, str, int, int] | None = None
+        for (period, limit, start, weight), (cur, prev), (lname, rname, lstr) in zip(
+            windows, counts, plan.names, strict=True
+        ):
+            left = limit - cur - prev * weight - charged
+            remaining = int(left) if left > 0 else 0
+            headers[lname] = lstr
+            headers[rname] = rem_s = str(remaining)
+            # Lowest remaining wins; windows come largest first, so a tie keeps the larger.
+            if best is None or remaining < best[0]:
+                best = (remaining, lstr, rem_s, period, start)
+        assert best is not None  # limits is not empty
+        _, headers["RateLimit-Limit"], headers["RateLimit-Remaining"], period, start = best
+        if retry_after is None:
+            headers["RateLimit-Reset"] = str(reset_after(period, start, now))
+        else:
+            headers["RateLimit-Reset"] = headers["Retry-After"] = str(retry_after)
+        return RateResult(allowed, headers, retry_after)
 
 
 def build_limiter(
-    settings: Mapping[str, Any] | None, *, clock: Callable[[], float], storage: Any
+    settings: dict[str, Any] | None,
+    *,
+    clock: Callable[[], float] = time.time,
+    storage: MemoryStorage | None = None,
 ) -> Limiter:
-    """The limiter the ``rate_limiting`` settings ask for."""
+    """A Limiter for config["rate_limiting"]; storage is the process-wide MemoryStorage."""
     settings = settings or {}
-    sliding = (settings.get("window_type") or "sliding") == "sliding"
-    store = storage if storage is not None else MemoryStorage()
-    return Limiter(store, sliding=sliding, clock=clock)
+    root = storage if storage is not None else MemoryStorage()
+
+    window_type = settings.get("window_type") or "sliding"
+    if window_type not in ("fixed", "sliding"):
+        raise ConfigError(
+            "rate_limiting.window_type", f"must be 'fixed' or 'sliding', got {window_type!r}"
+        )
+    window = FixedWindow() if window_type == "fixed" else SlidingWindow()
+    hide = bool(settings.get("hide_client_headers"))
+
+    sync_rate = settings.get("sync_rate")
+    store: Storage
+    if sync_rate is None:
+        store = root
+    else:
+        if isinstance(sync_rate, bool) or not isinstance(sync_rate, (int, float)):
+            raise ConfigError("rate_limiting.sync_rate", "must be a number of seconds")
+        if sync_rate != 0 and not sync_rate >= MIN_SYNC_RATE:
+            raise ConfigError("rate_limiting.sync_rate", f"must be 0 or at least {MIN_SYNC_RATE}")
+        # Imported here, not at the top: `import kong_ace` must not import redis and ssl, so the
+        # plugin server can still monkey-patch them for gevent after importing the package.
+        from kong_ace.storage.redis import RedisSettings, RedisStorage, client_for
+        from kong_ace.storage.synced import SyncedStorage
+
+        redis_settings = RedisSettings.from_config(settings.get("redis"))
+        redis_store = RedisStorage(client_for(redis_settings))
+        if sync_rate == 0:
+            store = redis_store
+        else:
+            # Shared under the process-wide root so local counts survive config reloads.
+            synced = root.shared(
+                ("synced", redis_settings),
+                lambda: SyncedStorage(redis_store, clock, float(sync_rate)),
+            )
+            synced.sync_rate = float(sync_rate)
+            store = synced
+    return Limiter(store, window, clock, hide_client_headers=hide)

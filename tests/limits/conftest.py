@@ -1,0 +1,151 @@
+"""Rate-limit fixtures: a real redis-server on a free loopback port, a fake clock, limiter nodes."""
+
+from __future__ import annotations
+
+import shutil
+import socket
+import subprocess
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import redis
+
+from kong_ace.limits import Limiter, RateResult, build_limiter
+from kong_ace.storage import MemoryStorage
+
+# A day boundary (UTC midnight), so every window of every period starts here.
+T0 = 19_700 * 86_400.0
+
+
+class Clock:
+    """Injected time; tests move it by hand and never sleep for window arithmetic."""
+
+    def __init__(self, now: float = T0) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += seconds
+
+
+class RedisServer:
+    """A throw-away redis-server (no persistence) that tests may stop and start again."""
+
+    def __init__(self, workdir: Path) -> None:
+        self.workdir = workdir
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            self.port = s.getsockname()[1]
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def settings(self) -> dict[str, Any]:
+        """The `rate_limiting.redis` block pointing at this server (timeout in ms, as Kong)."""
+        return {"host": "127.0.0.1", "port": self.port, "database": 0, "timeout": 500}
+
+    def client(self) -> redis.Redis:
+        return redis.Redis(host="127.0.0.1", port=self.port, socket_timeout=2)
+
+    def start(self) -> None:
+        self.proc = subprocess.Popen(
+            ["redis-server", "--bind", "127.0.0.1", "--port", str(self.port),
+             "--save", "", "--appendonly", "no", "--dir", str(self.workdir)],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        )
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                if self.client().ping():
+                    return
+            except redis.exceptions.ConnectionError:
+                if self.proc.poll() is not None or time.monotonic() > deadline:
+                    raise RuntimeError("redis-server did not start") from None
+                time.sleep(0.02)
+
+    def stop(self) -> None:
+        if self.proc is not None:
+            self.proc.terminate()
+            self.proc.wait(timeout=10)
+            self.proc = None
+
+
+@pytest.fixture(scope="session")
+def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
+    if shutil.which("redis-server") is None:
+        pytest.fail("redis-server is missing: run `bash .ci/setup`")
+    server = RedisServer(tmp_path_factory.mktemp("redis"))
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def redis_db(redis_server: RedisServer) -> Iterator[RedisServer]:
+    """The session server, running and empty for this test."""
+    if redis_server.proc is None:  # a test that stopped it failed before starting it again
+        redis_server.start()
+    redis_server.client().flushall()
+    yield redis_server
+    if redis_server.proc is None:
+        redis_server.start()
+
+
+@pytest.fixture
+def clock() -> Clock:
+    return Clock()
+
+
+class Node:
+    """One gateway node's limiter; with sync_each, synced counters sync after every request."""
+
+    def __init__(self, limiter: Limiter, sync_each: bool) -> None:
+        self.limiter = limiter
+        self.sync_each = sync_each
+
+    def consume(self, key: str, limits: Any) -> RateResult:
+        result = self.limiter.consume(key, limits)
+        if self.sync_each:
+            self.limiter.storage.sync_now()  # type: ignore[attr-defined]
+        return result
+
+    def admitted(self, key: str, limits: Any, n: int) -> int:
+        """How many of n requests are admitted."""
+        return sum(self.consume(key, limits).allowed for _ in range(n))
+
+
+STORES = ["memory", "redis", "synced"]
+
+
+@pytest.fixture(params=STORES)
+def store_kind(request: pytest.FixtureRequest) -> str:
+    return request.param
+
+
+@pytest.fixture
+def make_node(
+    store_kind: str, clock: Clock, request: pytest.FixtureRequest
+) -> Iterator[Callable[..., Node]]:
+    """Builds nodes on the parametrized store; a new MemoryStorage root per node by default."""
+    roots: list[MemoryStorage] = []
+    server = request.getfixturevalue("redis_db") if store_kind != "memory" else None
+
+    def make(root: MemoryStorage | None = None, **settings: Any) -> Node:
+        settings.setdefault("window_type", "fixed")
+        if server is not None:
+            # sync_rate 3600: the background thread never fires during a test; the node syncs
+            # explicitly after every request instead, so the results are deterministic.
+            settings["sync_rate"] = 0 if store_kind == "redis" else 3600
+            settings["redis"] = server.settings
+        if root is None:
+            root = MemoryStorage()
+            roots.append(root)
+        return Node(build_limiter(settings, clock=clock, storage=root), store_kind == "synced")
+
+    yield make
+    for root in roots:
+        root.close()
