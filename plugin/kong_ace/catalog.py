@@ -144,6 +144,32 @@ class Catalog:
         """Every operation, in configuration order."""
         return [op for api in self.apis.values() for op in api.operations]
 
+    def is_anonymous(self, consumer: Any) -> bool:
+        """Whether ``consumer`` is the configured anonymous consumer."""
+        return self.anonymous is not None and self.anonymous in consumer_refs(consumer)
+
+    def application_for(self, consumer: Any) -> Application | None:
+        """The application a Kong consumer maps to (never for the anonymous consumer)."""
+        if consumer is None or self.is_anonymous(consumer):
+            return None
+        for ref in consumer_refs(consumer):
+            app = self.consumers.get(ref)
+            if app is not None:
+                return app
+        return None
+
+
+def consumer_refs(consumer: Any) -> tuple[str, ...]:
+    """The ids and names a consumer (a string, or kong.client.get_consumer()'s map) goes by."""
+    if isinstance(consumer, str):
+        return (consumer,) if consumer else ()
+    if isinstance(consumer, Mapping):
+        return tuple(
+            v for v in (consumer.get("id"), consumer.get("username"), consumer.get("custom_id"))
+            if isinstance(v, str) and v
+        )
+    return ()
+
 
 def hash_key(key: str | bytes) -> str:
     """The hex SHA-256 digest a credential is stored and looked up by."""

@@ -79,8 +79,8 @@ class Enforcer:
             return Decision(allowed=True, clear_upstream_headers=forged) if forged else d.PASS
 
         consumer = req.consumer
-        if consumer is not None and not _is_anonymous(cat.anonymous, consumer):
-            app = _mapped(cat.consumers, consumer)
+        if consumer is not None and not cat.is_anonymous(consumer):
+            app = cat.application_for(consumer)
             if app is not None:
                 return self._authorize(op, app, forged, None, (), ())
             if cat.anonymous is not None:
@@ -208,26 +208,3 @@ def _host(host: Any) -> str | None:
     if host.startswith("["):  # IPv6 literal, maybe with a port
         return host[: host.find("]") + 1]
     return host.rsplit(":", 1)[0] if host.count(":") == 1 else host
-
-
-def _consumer_refs(consumer: Any) -> tuple[str, ...]:
-    if isinstance(consumer, str):
-        return (consumer,)
-    if isinstance(consumer, Mapping):
-        return tuple(
-            v for v in (consumer.get("id"), consumer.get("username"), consumer.get("custom_id"))
-            if isinstance(v, str) and v
-        )
-    return ()
-
-
-def _is_anonymous(anonymous: str | None, consumer: Any) -> bool:
-    return anonymous is not None and anonymous in _consumer_refs(consumer)
-
-
-def _mapped(consumers: Mapping[str, Application], consumer: Any) -> Application | None:
-    for ref in _consumer_refs(consumer):
-        app = consumers.get(ref)
-        if app is not None:
-            return app
-    return None

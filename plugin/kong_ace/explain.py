@@ -16,7 +16,7 @@ from rich.table import Table
 from rich.text import Text
 
 from . import keyauth
-from .catalog import Application, Catalog
+from .catalog import Application, Catalog, consumer_refs
 from .credentials import distinct, lookup, presented_keys
 from .decision import Decision, Request
 from .deckfile import DeckFileError, Route
@@ -240,22 +240,16 @@ def _key_auth(loaded: Loaded, route: Route, probe: Probe, ex: Explanation) -> An
                               ("custom_id", c.custom_id)) if v}
 
 
-def _consumer_refs(consumer: Any) -> tuple[str, ...]:
-    if isinstance(consumer, str):
-        return (consumer,)
-    return tuple(v for v in consumer.values() if isinstance(v, str))
-
-
 def _application(cat: Catalog, probe: Probe, consumer: Any, ex: Explanation,
                  now: float) -> Application | None:
-    refs = _consumer_refs(consumer) if consumer is not None else ()
-    if refs and not (cat.anonymous is not None and cat.anonymous in refs):
-        for ref in refs:
-            app = cat.consumers.get(ref)
-            if app is not None:
-                ex.steps.append(Step("application", APP_BY_CONSUMER.format(consumer=ref,
-                                                                           app=app.id), True))
-                return app
+    refs = consumer_refs(consumer)
+    if refs and not cat.is_anonymous(consumer):
+        app = cat.application_for(consumer)
+        if app is not None:
+            ref = next(r for r in refs if cat.consumers.get(r) is app)
+            ex.steps.append(Step("application", APP_BY_CONSUMER.format(consumer=ref,
+                                                                       app=app.id), True))
+            return app
         if cat.anonymous is not None:
             ex.steps.append(Step("application", CONSUMER_NOT_APP.format(consumer=refs[0]), None))
             return None

@@ -15,6 +15,7 @@ from kong_ace.windows import FixedWindow, SlidingWindow, reset_after
 
 __all__ = [
     "PERIODS",
+    "PERIOD_NAMES",
     "Limit",
     "Limiter",
     "MemoryStorage",
@@ -25,7 +26,7 @@ __all__ = [
 
 # `rate_limits[].duration` (singular; the catalog also accepts the plural) -> seconds.
 PERIODS = {"second": 1, "minute": 60, "hour": 3600, "day": 86400}
-_PERIOD_NAMES = {1: "Second", 60: "Minute", 3600: "Hour", 86400: "Day"}
+PERIOD_NAMES = {1: "Second", 60: "Minute", 3600: "Hour", 86400: "Day"}
 MIN_SYNC_RATE = 0.02
 
 
@@ -59,8 +60,8 @@ class _Plan:
         self.pairs = tuple(sorted(strictest.items(), reverse=True))
         self.names = tuple(
             (
-                f"X-RateLimit-Limit-{_PERIOD_NAMES.get(p, f'{p}s')}",
-                f"X-RateLimit-Remaining-{_PERIOD_NAMES.get(p, f'{p}s')}",
+                f"X-RateLimit-Limit-{PERIOD_NAMES.get(p, f'{p}s')}",
+                f"X-RateLimit-Remaining-{PERIOD_NAMES.get(p, f'{p}s')}",
                 str(lim),
             )
             for p, lim in self.pairs
