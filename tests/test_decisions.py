@@ -103,8 +103,9 @@ def test_revoked_key(config: dict[str, Any]) -> None:
     assert (d.status, d.message, d.headers) == (401, "API key revoked", CHALLENGE)
 
 
-def test_expired_key_follows_the_clock(config: dict[str, Any], clock: Clock) -> None:
-    config["applications"][0]["credentials"][0]["expires_at"] = "1970-01-12T13:46:50Z"
+@pytest.mark.parametrize("expires_at", ["1970-01-12T13:46:50Z", "1000010", 1_000_010])
+def test_expired_key_follows_the_clock(config, clock: Clock, expires_at: Any) -> None:
+    config["applications"][0]["credentials"][0]["expires_at"] = expires_at
     enf = Enforcer(config, clock=clock)  # expires at 1,000,010
     assert enf.decide(flights("/flights", headers={"apikey": WEB_KEY})).allowed
     clock.now += 10

@@ -525,6 +525,8 @@ def _timestamp(value: Any, place: str) -> float | None:
         return float(value)
     if isinstance(value, datetime):  # YAML parses unquoted timestamps
         parsed = value
+    elif isinstance(value, str) and value.strip().replace(".", "", 1).isdigit():
+        return float(value)  # epoch seconds as a string: Kong's schema types the field string
     elif isinstance(value, str):
         try:
             parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
