@@ -126,6 +126,7 @@ class GreenletEvent(Event):
     def __init__(self, eid: int, handler: Handler, timeout: float = DEFAULT_TIMEOUT) -> None:
         super().__init__(eid, handler, timeout)
         self._g = greenlet(self._run)
+        self._timer: Any = None  # one libev timer per event, restarted at each switch
 
     def start(self) -> Output:
         return self._switch(None)
@@ -134,31 +135,44 @@ class GreenletEvent(Event):
         return self._switch((data, err))
 
     def _switch(self, value: Any) -> Output:
-        from gevent import get_hub
-
         # Kong may send the next Step on another connection (another greenlet): make that one
         # the parent, so the handler's next call (or its end) returns there.
         current = getcurrent()
         self._g.parent = current
         # The timer only fires while the handler waits on gevent I/O (the hub runs then): it
         # throws into this greenlet, suspended in switch() below.
-        timer = get_hub().loop.timer(self.timeout)
+        timer = self._timer
+        if timer is None:
+            from gevent import get_hub  # not at import: the server monkey-patches first
+
+            timer = self._timer = get_hub().loop.timer(self.timeout)
         timer.start(current.throw, EventTimeout)
+        out: Output | None = None
         try:
             out = self._g.switch() if value is None else self._g.switch(value)
         except EventTimeout:
+            pass
+        finally:
+            timer.stop()
+        if out is None:
             log.error("event %d: handler silent for %gs; answering 500", self.id, self.timeout)
             self.cancel()
             return True, ERROR_EXIT
-        finally:
-            timer.close()
-        return out  # type: ignore[no-any-return]
+        if out[0]:
+            self._close_timer()  # the event is over
+        return out
 
     def _suspend(self, call: dict[str, Any]) -> tuple[Any, Any]:
         answer = self._g.parent.switch((False, call))
         return answer  # type: ignore[no-any-return]
 
+    def _close_timer(self) -> None:
+        if self._timer is not None:
+            self._timer.close()
+            self._timer = None
+
     def cancel(self) -> None:
+        self._close_timer()
         if self._g and not self._g.dead:
             self._g.parent = getcurrent()
             self._g.throw(GreenletExit)

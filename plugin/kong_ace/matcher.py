@@ -205,6 +205,29 @@ class Matcher:
         if body.endswith("/"):
             body = body[:-1]
         segs = body.split("/") if body else []
+        # Fast path: the first leaf the search would reach (static child first, then the first
+        # matching pattern, then the parameter). When it holds the operation, the full search
+        # returns the same one, so only a miss pays for backtracking.
+        node: _Node | None = self._root
+        for seg in segs:
+            assert node is not None
+            child = node.static.get(seg)
+            if child is None and seg:
+                for pat, pnode in node.patterns:
+                    if pat.regex.fullmatch(seg):
+                        child = pnode
+                        break
+                else:
+                    child = node.param
+            node = child
+            if node is None:
+                break
+        if node is not None and node.endpoints is not None:
+            candidates = node.endpoints.get(method)
+            if candidates is not None and not service and host is None:
+                scope, op = candidates[0]
+                if scope.service is None and not scope.hosts:
+                    return Match(op)
         allowed: set[str] = set()
         op = _walk(self._root, segs, 0, method, service, host, allowed)
         if op is not None:

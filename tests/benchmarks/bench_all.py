@@ -1,5 +1,6 @@
-"""The whole hot path against its floors, in one run: ``.venv/bin/python tests/benchmarks/bench_all.py``.
+"""The whole hot path against its floors, in one run: see main() for the options.
 
+Run: ``.venv/bin/python tests/benchmarks/bench_all.py`` (about 3 minutes).
 1. Core: ``Enforcer.match`` / ``decide`` per catalog, compile time and RSS (bench_core.py).
 2. End to end through the real ``kong-ace-server`` over its Unix socket, driven by the
    Kong-protocol harness with concurrent simulated nginx workers: allowed, 401, 403, 429.
@@ -137,11 +138,38 @@ class Target:
                 "p50_us": percentile(lat, 0.5) * 1e6, "p99_us": percentile(lat, 0.99) * 1e6}
 
 
-def end_to_end(rounds: int, n: int, workers: int, with_redis: bool) -> dict[str, Any]:
+def baseline_tree(stack: ExitStack, ref: str) -> Path:
+    """``plugin/`` of git ``ref`` in a temp dir (plus the no-op plugin), for before/after."""
+    tmp = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="ace-baseline-")))
+    archive = subprocess.run(["git", "-C", str(ROOT), "archive", ref, "plugin"], check=True,
+                             capture_output=True).stdout
+    subprocess.run(["tar", "-x", "-C", str(tmp)], input=archive, check=True)
+    shutil.copy(ROOT / "plugin/kong_ace/testing/noop.py", tmp / "plugin/kong_ace/testing")
+    return tmp / "plugin"
+
+
+def server_from(tree: Path) -> list[str]:
+    """A kong-ace-server command that imports kong_ace from ``tree``."""
+    code = f"import sys; sys.path.insert(0, {str(tree)!r}); from kong_ace.server import main; " \
+           "sys.exit(main())"
+    return [sys.executable, "-c", code]
+
+
+def end_to_end(rounds: int, n: int, workers: int, with_redis: bool,
+               baseline: str | None = None) -> dict[str, Any]:
     """Every server in the same interleaved rounds; medians per (server, request kind)."""
     ace_kinds = {k: (REQUESTS[k], STATUS[k]) for k in ("allowed", "401", "403", "429")}
     allowed = {"allowed": (REQUESTS["allowed"], 200)}
     with ExitStack() as stack:
+        before = []
+        if baseline:
+            old = server_from(baseline_tree(stack, baseline))
+            before = [
+                Target(stack, f"kong-ace @ {baseline} (before)", old, (), e2e_config(SPECS),
+                       workers, ace_kinds),
+                Target(stack, f"no-op plugin, our server @ {baseline} (before)", old, NOOP,
+                       e2e_config(SPECS), workers, allowed),
+            ]
         targets = [
             Target(stack, "kong-ace (our server, gevent)", None, (), e2e_config(SPECS),
                    workers, ace_kinds),
@@ -159,6 +187,7 @@ def end_to_end(rounds: int, n: int, workers: int, with_redis: bool) -> dict[str,
                                                   "timeout": 2000}}
             targets.append(Target(stack, "kong-ace, Redis sync_rate 0", None, (),
                                   e2e_config(SPECS, settings), workers, allowed))
+        targets += before
         for _ in range(rounds):
             for t in targets:
                 t.round(n)
@@ -218,8 +247,9 @@ def report(args: argparse.Namespace, info: str, cores: list[dict[str, Any]],
             f = e2e[floor]["allowed"]
             lines.append(f"| kong-ace / {floor} | {ace['cpu_us'] / f['cpu_us']:.2f} | "
                          f"{f['req_per_s'] / ace['req_per_s']:.2f} | {target} |")
-        if len(names) > 4:
-            r = e2e[names[4]]["allowed"]
+        redis = [n for n in names if "Redis" in n]
+        if redis:
+            r = e2e[redis[0]]["allowed"]
             lines += ["", f"Redis `sync_rate: 0` over local counting, allowed request: "
                       f"+{r['p50_us'] - ace['p50_us']:.0f} µs p50 latency, "
                       f"+{r['cpu_us'] - ace['cpu_us']:.0f} µs server CPU "
@@ -244,6 +274,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--workers", type=int, default=4, help="simulated nginx workers")
     p.add_argument("--memory-requests", type=int, default=200_000)
     p.add_argument("--skip", default="", help="comma list of: core,e2e,redis,memory")
+    p.add_argument("--baseline", metavar="GIT_REF",
+                   help="also run the servers of this commit, for before/after in one run")
     args = p.parse_args(argv)
     skip = set(filter(None, args.skip.split(",")))
     if "redis" not in skip and shutil.which("redis-server") is None:
@@ -254,7 +286,8 @@ def main(argv: list[str] | None = None) -> int:
     cores = [] if "core" in skip else core()
     print("core done", flush=True)
     e2e = ({} if "e2e" in skip else
-           end_to_end(args.rounds, args.requests, args.workers, "redis" not in skip))
+           end_to_end(args.rounds, args.requests, args.workers, "redis" not in skip,
+                      args.baseline))
     print("end to end done", flush=True)
     mem = ([] if "memory" in skip else
            memory(args.memory_requests, max(1000, args.memory_requests // 10), args.workers))
