@@ -1,6 +1,7 @@
 """The whole hot path against its floors, in one run: see main() for the options.
 
 Run: ``.venv/bin/python tests/benchmarks/bench_all.py`` (about 3 minutes).
+
 1. Core: ``Enforcer.match`` / ``decide`` per catalog, compile time and RSS (bench_core.py).
 2. End to end through the real ``kong-ace-server`` over its Unix socket, driven by the
    Kong-protocol harness with concurrent simulated nginx workers: allowed, 401, 403, 429.
