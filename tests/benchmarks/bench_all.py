@@ -34,12 +34,12 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
-from kong_ace.testing import KongNode, KongRequest, PluginServerProcess  # noqa: E402
+from kong_ace.testing import KongRequest, PluginServerProcess  # noqa: E402
 from kong_ace.testing.bench import (  # noqa: E402
     REQUESTS,
     STATUS,
     Load,
-    drive,
+    Workers,
     e2e_config,
     percentile,
     rss_mb,
@@ -118,18 +118,16 @@ class Target:
                  kinds: dict[str, tuple[KongRequest, int]]) -> None:
         self.name = name
         self.srv = stack.enter_context(PluginServerProcess(command, args=args))
-        self.node = KongNode(self.srv.socket, config, workers=workers)
-        stack.callback(self.node.close)
+        self.workers = Workers(self.srv.socket, config, workers)
+        stack.callback(self.workers.close)
         self.kinds = kinds
         self.loads: dict[str, list[Load]] = {k: [] for k in kinds}
         for req, status in kinds.values():  # start every worker's instance, warm caches
-            for w in range(workers):
-                got = self.node.request(req, worker=w).status
-                assert got == status, (name, got, status)
+            self.workers.drive(self.srv.pid, [req], workers * 20, expect=status)
 
     def round(self, n: int) -> None:
         for kind, (req, status) in self.kinds.items():
-            self.loads[kind].append(drive(self.node, self.srv.pid, [req], n, expect=status))
+            self.loads[kind].append(self.workers.drive(self.srv.pid, [req], n, expect=status))
 
     def figures(self, kind: str) -> dict[str, float]:
         loads = self.loads[kind]
@@ -202,13 +200,15 @@ def memory(total: int, every: int, workers: int) -> list[tuple[int, float]]:
            for i in range(200) for k in ("allowed", "allowed", "401", "403", "429")]
     samples = []
     with PluginServerProcess() as srv:
-        node = KongNode(srv.socket, e2e_config(SPECS), workers=workers)
+        pool = Workers(srv.socket, e2e_config(SPECS), workers)
+        pool.drive(srv.pid, mix[:5], workers * 5)
         done = 0
+        samples.append((done, rss_mb(srv.pid)))
         while done < total:
-            drive(node, srv.pid, mix, every)
+            pool.drive(srv.pid, mix, every)
             done += every
             samples.append((done, rss_mb(srv.pid)))
-        node.close()
+        pool.close()
     return samples
 
 
@@ -271,8 +271,10 @@ def report(args: argparse.Namespace, info: str, cores: list[dict[str, Any]],
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="bench_all.py", description=__doc__.split("\n")[0])
     p.add_argument("--rounds", type=int, default=5)
-    p.add_argument("--requests", type=int, default=2000, help="per server, kind and round")
-    p.add_argument("--workers", type=int, default=4, help="simulated nginx workers")
+    p.add_argument("--requests", type=int, default=3000, help="per server, kind and round")
+    p.add_argument("--workers", type=int, default=os.cpu_count() or 2,
+                   help="simulated nginx workers, processes (default: nproc, as Kong's "
+                        "worker_processes auto)")
     p.add_argument("--memory-requests", type=int, default=200_000)
     p.add_argument("--skip", default="", help="comma list of: core,e2e,redis,memory")
     p.add_argument("--baseline", metavar="GIT_REF",

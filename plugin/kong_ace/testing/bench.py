@@ -1,18 +1,20 @@
 """Measure the plugin server's cost per request: ``python -m kong_ace.testing.bench``.
 
-Drives the real server through simulated nginx workers (one thread and one connection each)
+Drives the real server through simulated nginx workers (one process and one connection each)
 and reports throughput, per-request latency and the server process's CPU time per request.
-``tests/benchmarks/bench_all.py`` builds its end-to-end figures from ``drive``.
+``tests/benchmarks/bench_all.py`` builds its end-to-end figures from ``Workers``.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import multiprocessing as mp
 import os
 import statistics
 import sys
-import threading
 import time
+from array import array
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -102,34 +104,74 @@ class Load:
         return self.cpu / self.requests * 1e6
 
 
-def drive(node: KongNode, pid: int, requests: list[KongRequest], n: int,
-          expect: int | None = None) -> Load:
-    """Send ``n`` requests over every worker of ``node`` at once, cycling through
-    ``requests``; ``expect`` checks every status (outside the timed calls' latency)."""
-    workers = len(node.workers)
-    per_worker = n // workers
-    lat: list[list[float]] = [[] for _ in range(workers)]
-    bad: list[int] = []
+class Workers:
+    """Simulated nginx workers as processes (as nginx's are), each with its own connection.
 
-    def loop(w: int) -> None:
-        out, clock, send, k = lat[w], time.perf_counter, node.request, len(requests)
-        for i in range(per_worker):
+    Processes, not threads: one client process would serialise the workers on its GIL and the
+    latencies would measure the harness, not the server.
+    """
+
+    def __init__(self, socket: str, config: dict[str, Any], count: int) -> None:
+        ctx = mp.get_context("fork")
+        self.pipes = []
+        self.procs = []
+        for _ in range(count):
+            parent, child = ctx.Pipe()
+            proc = ctx.Process(target=_worker, args=(child, socket, config), daemon=True)
+            proc.start()
+            self.pipes.append(parent)
+            self.procs.append(proc)
+
+    def drive(self, pid: int, requests: list[KongRequest], n: int,
+              expect: int | None = None) -> Load:
+        """Send ``n`` requests spread over every worker at once, cycling through ``requests``;
+        ``expect`` checks every status. ``pid``: the server, whose CPU time is measured."""
+        per_worker = n // len(self.pipes)
+        cpu0 = cpu_seconds(pid)
+        for pipe in self.pipes:
+            pipe.send((requests, per_worker, expect))
+        results = [pipe.recv() for pipe in self.pipes]
+        cpu = cpu_seconds(pid) - cpu0
+        bad = sorted({b for r in results for b in r[3]})
+        if bad:
+            raise AssertionError(f"expected {expect}, got {bad}")
+        wall = max(r[1] for r in results) - min(r[0] for r in results)
+        lat = array("d")
+        for r in results:
+            lat.frombytes(r[2])
+        return Load(per_worker * len(self.pipes), wall, cpu, lat.tolist())
+
+    def close(self) -> None:
+        """Stop the worker processes."""
+        for pipe in self.pipes:
+            with contextlib.suppress(OSError):
+                pipe.send(None)
+        for proc in self.procs:
+            proc.join(timeout=10)
+            if proc.is_alive():
+                proc.terminate()
+
+
+def _worker(pipe: Any, socket: str, config: dict[str, Any]) -> None:
+    node = KongNode(socket, config, workers=1)
+    clock, send = time.perf_counter, node.request
+    while True:
+        job = pipe.recv()
+        if job is None:
+            break
+        requests, n, expect = job
+        lat = array("d")
+        bad: set[int] = set()
+        k = len(requests)
+        start = clock()
+        for i in range(n):
             t0 = clock()
-            r = send(requests[i % k], worker=w)
-            out.append(clock() - t0)
+            r = send(requests[i % k])
+            lat.append(clock() - t0)
             if expect is not None and r.status != expect:
-                bad.append(r.status)
-
-    threads = [threading.Thread(target=loop, args=(w,)) for w in range(workers)]
-    cpu0, t0 = cpu_seconds(pid), time.perf_counter()
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    wall, cpu = time.perf_counter() - t0, cpu_seconds(pid) - cpu0
-    if bad:
-        raise AssertionError(f"expected {expect}, got {sorted(set(bad))}")
-    return Load(per_worker * workers, wall, cpu, [x for w in lat for x in w])
+                bad.add(r.status)
+        pipe.send((start, clock(), lat.tobytes(), bad))
+    node.close()
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -141,12 +183,11 @@ def percentile(values: list[float], q: float) -> float:
 def run(mode: str, requests: int, workers: int, specs: Path) -> dict[str, float]:
     """Start a server in ``mode`` and time ``requests`` allowed requests over ``workers``."""
     with PluginServerProcess(args=("--mode", mode)) as srv:
-        node = KongNode(srv.socket, e2e_config(specs), workers=workers)
+        pool = Workers(srv.socket, e2e_config(specs), workers)
         req = REQUESTS["allowed"]
-        for w in range(workers):  # start instances, warm caches
-            assert node.request(req, worker=w).status == 200
-        load = drive(node, srv.pid, [req], requests, expect=200)
-        node.close()
+        pool.drive(srv.pid, [req], workers, expect=200)  # start instances, warm caches
+        load = pool.drive(srv.pid, [req], requests, expect=200)
+        pool.close()
     return {"requests": load.requests, "req_per_s": load.req_per_s,
             "server_cpu_us_per_req": load.cpu_us,
             "p50_us": statistics.median(load.latencies) * 1e6}
