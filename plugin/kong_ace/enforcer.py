@@ -53,8 +53,13 @@ class Enforcer:
         self, method: str, path: str, *, host: str | None = None, service: Any = None
     ) -> Operation | None:
         """The operation a request reaches, or None."""
-        return self.catalog.matcher.match(
-            method, normalize_path(path), _service_keys(service), _host(host)
+        cat = self.catalog
+        # Like route(): scoping arguments only matter when some API is scoped.
+        return cat.matcher.match(
+            method,
+            normalize_path(path),
+            _service_keys(service) if cat.service_scoped else (),
+            _host(host) if cat.host_scoped else None,
         ).operation
 
     def route(self, req: Request) -> Match:

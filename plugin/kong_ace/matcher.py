@@ -223,11 +223,10 @@ class Matcher:
             if node is None:
                 break
         if node is not None and node.endpoints is not None:
-            candidates = node.endpoints.get(method)
-            if candidates is not None and not service and host is None:
-                scope, op = candidates[0]
-                if scope.service is None and not scope.hosts:
-                    return Match(op)
+            # What the full search does at this leaf; on a miss it goes on backtracking.
+            op = _pick(node.endpoints, method, service, host, set())
+            if op is not None:
+                return Match(op)
         allowed: set[str] = set()
         op = _walk(self._root, segs, 0, method, service, host, allowed)
         if op is not None:
