@@ -216,7 +216,8 @@ def memory(total: int, every: int, workers: int) -> list[tuple[int, float]]:
 
 def report(args: argparse.Namespace, info: str, cores: list[dict[str, Any]],
            e2e: dict[str, Any], mem: list[tuple[int, float]], seconds: float) -> str:
-    lines = [f"machine: {info}", ""]
+    command = " ".join([".venv/bin/python tests/benchmarks/bench_all.py", *sys.argv[1:]])
+    lines = [f"command: {command}", f"machine: {info}", ""]
     if cores:
         lines += ["| catalog | operations | applications | compile | +RSS | match | decide "
                   "(allowed) | decide/s |", "|---|---:|---:|---:|---:|---:|---:|---:|"]
