@@ -273,9 +273,9 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="bench_all.py", description=__doc__.split("\n")[0])
     p.add_argument("--rounds", type=int, default=5)
     p.add_argument("--requests", type=int, default=3000, help="per server, kind and round")
-    p.add_argument("--workers", type=int, default=os.cpu_count() or 2,
-                   help="simulated nginx workers, processes (default: nproc, as Kong's "
-                        "worker_processes auto)")
+    p.add_argument("--workers", type=int, default=4,
+                   help="simulated nginx workers: processes, each one Kong connection with one "
+                        "request in flight (default: %(default)s, a loaded 2-core node)")
     p.add_argument("--memory-requests", type=int, default=200_000)
     p.add_argument("--skip", default="", help="comma list of: core,e2e,redis,memory")
     p.add_argument("--baseline", metavar="GIT_REF",
