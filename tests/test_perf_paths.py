@@ -94,3 +94,29 @@ def test_the_no_op_floor_makes_the_pdk_calls_of_an_allowed_request() -> None:
         assert len(floor_exit.pdk_calls) == len(denied.pdk_calls) == 4
         ace_node.close()
         noop_node.close()
+
+
+def test_socket_fast_path_moves_large_replies_whole() -> None:
+    import gevent
+    from gevent import socket as gsocket
+
+    from kong_ace.rpc import socket_io
+
+    a, b = gsocket.socketpair()
+    recv_a, send_a = socket_io(a)
+    recv_b, _ = socket_io(b)
+    assert recv_a.__qualname__.startswith("socket_io")  # the gevent fast path, not plain recv
+    payload = bytes(range(256)) * 40_000  # 10 MB: far more than one send() takes
+
+    def read_all() -> bytes:
+        got = bytearray()
+        while len(got) < len(payload):
+            got += recv_b(65536)
+        return bytes(got)
+
+    reader = gevent.spawn(read_all)
+    send_a(payload)
+    assert reader.get(timeout=30) == payload
+    a.close()
+    assert recv_b(10) == b""  # the peer closed: end of stream, as Connection.serve expects
+    b.close()
