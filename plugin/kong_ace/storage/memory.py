@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 import threading
 from collections.abc import Callable, Hashable, Sequence
 from typing import Any
@@ -18,12 +19,9 @@ def _native_lock() -> Any:
     A native lock is safe here only because nothing yields while it is held: no I/O, no
     logging, no gevent call inside ``acquire``. Keep it that way.
     """
-    try:
-        from gevent.monkey import get_original, is_module_patched
-    except ImportError:  # pragma: no cover - gevent is a dependency
-        return threading.Lock()
-    if is_module_patched("threading"):
-        return get_original("_thread", "allocate_lock")()
+    monkey = sys.modules.get("gevent.monkey")  # never imported: nothing is patched
+    if monkey is not None and monkey.is_module_patched("threading"):
+        return monkey.get_original("_thread", "allocate_lock")()
     return threading.Lock()
 
 
