@@ -20,6 +20,7 @@ from cachetools import TTLCache
 
 from .decision import IDENTITY_HEADERS, UNEXPECTED, Decision, Request
 from .kong_schema import CONFIG_FIELDS
+from .matcher import Match
 from .shared import CACHE, Compiled
 from .uri import parse_query, parse_request_line, strip_query
 
@@ -41,6 +42,7 @@ ANONYMOUS = "X-Anonymous-Consumer"
 # An empty list clears a header: Kong's set_headers hands it to ngx.req.set_header, which with
 # an empty table makes the same FFI call as ngx.req.clear_header (lua-resty-core request.lua).
 CLEAR: list[str] = []
+CLEAR_IDENTITY = {name: CLEAR for name in IDENTITY_HEADERS}
 
 
 class PDKError(Exception):
@@ -115,12 +117,12 @@ class Plugin:
         compiled = self.compiled
         if compiled is None:
             raise RuntimeError("instance closed")
-        req, raw_query = self._read(kong, compiled)
-        decision = compiled.enforcer.decide(req)
+        req, raw_query, routed = self._read(kong, compiled)
+        decision = compiled.enforcer.decide(req, routed)
         return apply(kong, decision, raw_query, compiled)
 
     @staticmethod
-    def _read(kong: Any, c: Compiled) -> tuple[Request, str]:
+    def _read(kong: Any, c: Compiled) -> tuple[Request, str, Match | None]:
         parsed = parse_request_line(_v(kong.nginx.get_var("request")))
         if parsed is None:  # unusual request line: ask Kong for each part
             method = _v(kong.request.get_method())
@@ -131,13 +133,16 @@ class Plugin:
         headers = _v(kong.request.get_headers()) or {}
         host = _v(kong.request.get_host()) if c.host_scoped else None
         service = _v(kong.router.get_service()) if c.service_scoped else None
-        consumer = None
-        # The consumer only matters once an operation matched; the trie lookup is cheaper
-        # than the round trip.
-        if c.needs_consumer and c.enforcer.match(method, path, host=host, service=service):
-            consumer = _v(kong.client.get_consumer())
         query = parse_query(raw_query) if c.key_in_query and raw_query else {}
-        return Request(method, path, headers, query, host, service, consumer), raw_query
+        req = Request(method, path, headers, query, host, service, None)
+        routed = None
+        if c.needs_consumer:
+            # The consumer only matters once an operation matched; the trie lookup is cheaper
+            # than the round trip, and decide() reuses it.
+            routed = c.enforcer.route(req)
+            if routed.operation is not None:
+                req.consumer = _v(kong.client.get_consumer())
+        return req, raw_query, routed
 
 
 def apply(kong: Any, d: Decision, raw_query: str, c: Compiled) -> bool:
@@ -145,12 +150,9 @@ def apply(kong: Any, d: Decision, raw_query: str, c: Compiled) -> bool:
     if not d.allowed:
         kong.response.exit(d.status or 500, d.body or ERROR_BODY, dict(d.headers) or None)
         return True
-    upstream: dict[str, Any] = {}
-    if d.operation_id is not None:
-        # An operation matched: ACE owns every identity header, seen or not (Kong reads only
-        # the first 100 request headers), and clearing rides on the same call.
-        for name in IDENTITY_HEADERS:
-            upstream[name] = CLEAR
+    # An operation matched: ACE owns every identity header, seen or not (Kong reads only
+    # the first 100 request headers), and clearing rides on the same call.
+    upstream: dict[str, Any] = {} if d.operation_id is None else dict(CLEAR_IDENTITY)
     for name in d.clear_upstream_headers:
         upstream[name] = CLEAR
     upstream.update(d.upstream_headers)
@@ -168,7 +170,8 @@ def apply(kong: Any, d: Decision, raw_query: str, c: Compiled) -> bool:
     if d.clear_query:
         _v(kong.service.request.set_raw_query(strip_query(raw_query, d.clear_query)))
     if d.headers:
-        _v(kong.response.set_headers(dict(d.headers)))
+        headers = d.headers
+        _v(kong.response.set_headers(headers if type(headers) is dict else dict(headers)))
     return False
 
 

@@ -22,6 +22,9 @@ NOTHING = Presented((), (), ())
 
 
 def _values(value: Any) -> list[Any]:
+    if type(value) is list and len(value) == 1:  # Kong's multi-map: one value
+        v = value[0]
+        return [v] if isinstance(v, (str, bytes)) and v else []
     if isinstance(value, (list, tuple)):
         return [v for v in value if isinstance(v, (str, bytes)) and v]
     # A bare query flag (?apikey) arrives as true: it carries no key.
@@ -32,6 +35,11 @@ def presented_keys(
     catalog: Catalog, headers: Mapping[str, Any], query: Mapping[str, Any]
 ) -> Presented:
     """Collect every non-empty key value from the configured headers and query arguments."""
+    names = catalog.key_header_names
+    if len(names) == 1 and not (catalog.key_in_query and query) and catalog.key_in_header:
+        # The usual case: one key header, no query to look at.
+        found = _values(headers.get(names[0]))
+        return Presented(tuple(found), names, ()) if found else NOTHING
     keys: list[str | bytes] = []
     in_headers: list[str] = []
     in_query: list[str] = []

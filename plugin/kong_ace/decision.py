@@ -54,6 +54,8 @@ class Decision:
     Treat it as immutable; it is not frozen because a frozen dataclass costs ~2 us to build.
     """
 
+    # Field order matters: Enforcer._admit builds admitted decisions positionally.
+
     allowed: bool
     status: int | None = None
     message: str | None = None

@@ -13,7 +13,7 @@ from .catalog import Application, Catalog, compile_catalog
 from .credentials import distinct, lookup, presented_keys
 from .decision import Decision, Request, deny
 from .limits import RateResult, StorageUnavailable, build_limiter
-from .matcher import Operation
+from .matcher import Match, Operation
 from .normalize import normalize_path
 from .spec import compile_spec, load_spec_file, parse_document
 
@@ -53,21 +53,34 @@ class Enforcer:
         self, method: str, path: str, *, host: str | None = None, service: Any = None
     ) -> Operation | None:
         """The operation a request reaches, or None."""
-        return self.catalog.matcher.match(
-            method, normalize_path(path), _service_keys(service), _host(host)
+        cat = self.catalog
+        # Like route(): scoping arguments only matter when some API is scoped.
+        return cat.matcher.match(
+            method,
+            normalize_path(path),
+            _service_keys(service) if cat.service_scoped else (),
+            _host(host) if cat.host_scoped else None,
         ).operation
 
-    def decide(self, req: Request) -> Decision:
-        """Match, authenticate, authorize and count one request."""
+    def route(self, req: Request) -> Match:
+        """The match ``decide`` would make for ``req`` (hand it back to skip a second one)."""
         cat = self.catalog
-        headers = _lower_keys(req.headers)
-        forged = tuple(h for h in d.IDENTITY_HEADERS_LOWER if h in headers)
-        m = cat.matcher.match(
+        return cat.matcher.match(
             req.method,
             normalize_path(req.path),
             _service_keys(req.service) if cat.service_scoped else (),
             _host(req.host) if cat.host_scoped else None,
         )
+
+    def decide(self, req: Request, routed: Match | None = None) -> Decision:
+        """Match, authenticate, authorize and count one request.
+
+        ``routed``: ``self.route(req)`` when the caller already has it, else None.
+        """
+        cat = self.catalog
+        headers = _lower_keys(req.headers)
+        forged = _forged(headers)
+        m = routed if routed is not None else self.route(req)
         op = m.operation
         if op is None:
             # An odd-case method ('get') never passes where its standard form is defined.
@@ -88,8 +101,8 @@ class Enforcer:
                 return Decision(allowed=True, clear_upstream_headers=forged, operation_id=op.id)
 
         presented = presented_keys(cat, headers, req.query)
-        ids = {"operation_id": op.id}
-        if not presented.keys:
+        keys = presented.keys
+        if not keys:
             if cat.anonymous is not None:
                 app = cat.consumers.get(cat.anonymous)
                 if app is not None:
@@ -98,20 +111,21 @@ class Enforcer:
                     allowed=True, clear_upstream_headers=forged, operation_id=op.id,
                     consumer=cat.anonymous, upstream_headers={d.HEADER_OPERATION: op.id},
                 )
-            return deny(401, d.NO_API_KEY, d.KEY_CHALLENGE, **ids)
-        if distinct(presented.keys):
-            return deny(401, d.DUPLICATE_KEY, **ids)
-        cred = lookup(cat, presented.keys[0])
+            return deny(401, d.NO_API_KEY, d.KEY_CHALLENGE, operation_id=op.id)
+        if len(keys) > 1 and distinct(keys):
+            return deny(401, d.DUPLICATE_KEY, operation_id=op.id)
+        cred = lookup(cat, keys[0])
         if cred is None:
-            return deny(401, d.UNAUTHORIZED, d.KEY_CHALLENGE, **ids)
+            return deny(401, d.UNAUTHORIZED, d.KEY_CHALLENGE, operation_id=op.id)
         if cred.status != "active":
-            return deny(401, d.KEY_REVOKED, d.KEY_CHALLENGE, **ids)
+            return deny(401, d.KEY_REVOKED, d.KEY_CHALLENGE, operation_id=op.id)
         if cred.expires_at is not None and cred.expires_at <= self._clock():
-            return deny(401, d.KEY_EXPIRED, d.KEY_CHALLENGE, **ids)
-        hidden_h = presented.header_names if cat.hide_credentials else ()
-        hidden_q = presented.query_names if cat.hide_credentials else ()
+            return deny(401, d.KEY_EXPIRED, d.KEY_CHALLENGE, operation_id=op.id)
         app = cred.application
-        return self._authorize(op, app, forged, app.consumer, hidden_h, hidden_q)
+        if cat.hide_credentials:
+            return self._authorize(op, app, forged, app.consumer, presented.header_names,
+                                   presented.query_names)
+        return self._authorize(op, app, forged, app.consumer, (), ())
 
     def _authorize(
         self,
@@ -122,7 +136,6 @@ class Enforcer:
         hidden_headers: tuple[str, ...],
         hidden_query: tuple[str, ...],
     ) -> Decision:
-        ids = {"operation_id": op.id, "application_id": app.id}
         uid = op.uid
         refused: str | None = None
         limited: RateResult | None = None
@@ -138,7 +151,7 @@ class Enforcer:
             except StorageUnavailable as exc:
                 if not self.catalog.fault_tolerant:
                     log.error("rate-limit store unavailable, denying: %s", exc)
-                    return deny(500, d.UNEXPECTED, **ids)
+                    return deny(500, d.UNEXPECTED, operation_id=op.id, application_id=app.id)
                 log.warning("rate-limit store unavailable, admitting: %s", exc)
                 result = RateResult(True)
             if result.allowed:
@@ -148,10 +161,9 @@ class Enforcer:
                 limited = result
         if limited is not None:
             headers = {} if self.catalog.hide_client_headers else limited.headers
-            return deny(429, d.RATE_LIMITED, headers, **ids)
-        if refused is not None:
-            return deny(403, d.REGISTRATION_MESSAGES[refused], **ids)
-        return deny(403, d.NOT_REGISTERED, **ids)
+            return deny(429, d.RATE_LIMITED, headers, operation_id=op.id, application_id=app.id)
+        message = d.NOT_REGISTERED if refused is None else d.REGISTRATION_MESSAGES[refused]
+        return deny(403, message, operation_id=op.id, application_id=app.id)
 
     def _admit(
         self,
@@ -165,26 +177,40 @@ class Enforcer:
         hidden_headers: tuple[str, ...],
         hidden_query: tuple[str, ...],
     ) -> Decision:
-        via = d.HEADER_PACKAGE if kind == "package" else d.HEADER_API
-        upstream = {d.HEADER_OPERATION: op.id, d.HEADER_APPLICATION: app.id, via: target}
-        other = (d.HEADER_API if kind == "package" else d.HEADER_PACKAGE).lower()
-        clear = hidden_headers + ((other,) if other in forged else ())
-        return Decision(
-            allowed=True,
-            headers={} if self.catalog.hide_client_headers else result.headers,
-            upstream_headers=upstream,
-            clear_upstream_headers=clear,
-            clear_query=hidden_query,
-            operation_id=op.id,
-            application_id=app.id,
-            package=target if kind == "package" else None,
-            api=target if kind == "api" else op.api,
-            consumer=consumer,
-        )
+        if kind == "package":
+            upstream = {_H_OP: op.id, _H_APP: app.id, _H_PKG: target}
+            other, package, api = _API_LOWER, target, op.api
+        else:
+            upstream = {_H_OP: op.id, _H_APP: app.id, _H_API: target}
+            other, package, api = _PKG_LOWER, None, target
+        # A forged copy of the header this decision does not set must still be removed.
+        clear = hidden_headers + (other,) if other in forged else hidden_headers
+        headers = {} if self.catalog.hide_client_headers else result.headers
+        # Positional, in field order: this is built on every admitted request.
+        return Decision(True, None, None, headers, upstream, clear, hidden_query, op.id, app.id,
+                        package, api, consumer)
+
+
+_H_OP, _H_APP, _H_PKG, _H_API = d.IDENTITY_HEADERS
+_PKG_LOWER, _API_LOWER = _H_PKG.lower(), _H_API.lower()
+_IDENTITY = d.IDENTITY_HEADERS_LOWER
+_ID0, _ID1, _ID2, _ID3 = _IDENTITY
+
+
+def _forged(headers: Mapping[str, Any]) -> tuple[str, ...]:
+    # Unrolled: the common case (no client copy of any identity header) is four lookups.
+    if _ID0 in headers or _ID1 in headers or _ID2 in headers or _ID3 in headers:
+        return tuple(h for h in _IDENTITY if h in headers)
+    return ()
 
 
 def _lower_keys(headers: Mapping[str, Any]) -> Mapping[str, Any]:
     # Kong hands header names in lower case already; only other callers pay for the copy.
+    try:
+        if all(map(str.islower, headers)):
+            return headers
+    except TypeError:  # a name that is not a str: the general loop below
+        pass
     for name in headers:
         if not name.islower() and name.lower() != name:
             return {k.lower(): v for k, v in headers.items()}

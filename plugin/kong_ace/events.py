@@ -47,14 +47,21 @@ class EventTimeout(Exception):
     """The handler did not reach its next PDK call in time."""
 
 
+# The event whose handler runs in each greenlet (threading mode: each thread's own greenlet).
+_RUNNING: dict[Any, Event] = {}
+
+
 class _Node:
-    """``kong.x.y`` path; calling it makes the PDK call ``kong.x.y(...)`` through the bridge."""
+    """``kong.x.y`` path; calling it makes the PDK call ``kong.x.y(...)`` for the running event.
 
-    __slots__ = ("_name", "_bridge", "_children")
+    One tree serves every event (building a tree per event cost ~10 us a request): a call
+    finds its event by the greenlet it runs in, so it can never reach another request.
+    """
 
-    def __init__(self, name: str, bridge: Event) -> None:
+    __slots__ = ("_name", "_children")
+
+    def __init__(self, name: str) -> None:
         self._name = name
-        self._bridge = bridge
         self._children: dict[str, _Node] = {}
 
     def __getattr__(self, attr: str) -> _Node:
@@ -62,11 +69,17 @@ class _Node:
             raise AttributeError(attr)
         child = self._children.get(attr)
         if child is None:
-            child = self._children[attr] = _Node(f"{self._name}.{attr}", self._bridge)
+            child = self._children.setdefault(attr, _Node(f"{self._name}.{attr}"))
         return child
 
     def __call__(self, *args: Any) -> Any:
-        return self._bridge.pdk(self._name, args)
+        event = _RUNNING.get(getcurrent())
+        if event is None:
+            raise PDKError(f"{self._name} called outside a running event")
+        return event.pdk(self._name, args)
+
+
+KONG = _Node("kong")
 
 
 class Event:
@@ -95,14 +108,18 @@ class Event:
         return data
 
     def _run(self) -> Output:
+        me = getcurrent()
+        _RUNNING[me] = self
         try:
-            self.handler(_Node("kong", self))
+            self.handler(KONG)
         except GreenletExit:
             raise
         except BaseException as exc:  # noqa: BLE001 - a plugin bug must not fail open
             log.error("handler failed (%s); answering 500", type(exc).__name__,
                       exc_info=not isinstance(exc, PDKError))
             return True, self.exit_call or ERROR_EXIT
+        finally:
+            _RUNNING.pop(me, None)
         return True, self.exit_call or RET
 
     def start(self) -> Output:
@@ -126,6 +143,7 @@ class GreenletEvent(Event):
     def __init__(self, eid: int, handler: Handler, timeout: float = DEFAULT_TIMEOUT) -> None:
         super().__init__(eid, handler, timeout)
         self._g = greenlet(self._run)
+        self._timer: Any = None  # one libev timer per event, restarted at each switch
 
     def start(self) -> Output:
         return self._switch(None)
@@ -134,31 +152,44 @@ class GreenletEvent(Event):
         return self._switch((data, err))
 
     def _switch(self, value: Any) -> Output:
-        from gevent import get_hub
-
         # Kong may send the next Step on another connection (another greenlet): make that one
         # the parent, so the handler's next call (or its end) returns there.
         current = getcurrent()
         self._g.parent = current
         # The timer only fires while the handler waits on gevent I/O (the hub runs then): it
         # throws into this greenlet, suspended in switch() below.
-        timer = get_hub().loop.timer(self.timeout)
+        timer = self._timer
+        if timer is None:
+            from gevent import get_hub  # not at import: the server monkey-patches first
+
+            timer = self._timer = get_hub().loop.timer(self.timeout)
         timer.start(current.throw, EventTimeout)
+        out: Output | None = None
         try:
             out = self._g.switch() if value is None else self._g.switch(value)
         except EventTimeout:
+            pass
+        finally:
+            timer.stop()
+        if out is None:
             log.error("event %d: handler silent for %gs; answering 500", self.id, self.timeout)
             self.cancel()
             return True, ERROR_EXIT
-        finally:
-            timer.close()
-        return out  # type: ignore[no-any-return]
+        if out[0]:
+            self._close_timer()  # the event is over
+        return out
 
     def _suspend(self, call: dict[str, Any]) -> tuple[Any, Any]:
         answer = self._g.parent.switch((False, call))
         return answer  # type: ignore[no-any-return]
 
+    def _close_timer(self) -> None:
+        if self._timer is not None:
+            self._timer.close()
+            self._timer = None
+
     def cancel(self) -> None:
+        self._close_timer()
         if self._g and not self._g.dead:
             self._g.parent = getcurrent()
             self._g.throw(GreenletExit)

@@ -11,7 +11,7 @@ from typing import Any, NamedTuple
 from kong_ace.errors import ConfigError
 from kong_ace.storage.base import Storage, StorageUnavailable
 from kong_ace.storage.memory import MemoryStorage
-from kong_ace.windows import FixedWindow, SlidingWindow, reset_after
+from kong_ace.windows import FixedWindow, SlidingWindow
 
 __all__ = [
     "PERIODS",
@@ -109,21 +109,23 @@ class Limiter:
 
         charged = 1 if allowed else 0  # a denied request is not counted
         headers: dict[str, str] = {}
-        best: tuple[int, str, str, int, int] | None = None
-        for (period, limit, start, weight), (cur, prev), (lname, rname, lstr) in zip(
-            windows, counts, plan.names, strict=True
-        ):
-            left = limit - cur - prev * weight - charged
+        best = None
+        best_rem = 0
+        for w, (cur, prev), (lname, rname, lstr) in zip(windows, counts, plan.names, strict=True):
+            left = w[1] - cur - prev * w[3] - charged
             remaining = int(left) if left > 0 else 0
             headers[lname] = lstr
             headers[rname] = rem_s = str(remaining)
             # Lowest remaining wins; windows come largest first, so a tie keeps the larger.
-            if best is None or remaining < best[0]:
-                best = (remaining, lstr, rem_s, period, start)
+            if best is None or remaining < best_rem:
+                best, best_rem, best_s, best_l = w, remaining, rem_s, lstr
         assert best is not None  # limits is not empty
-        _, headers["RateLimit-Limit"], headers["RateLimit-Remaining"], period, start = best
+        headers["RateLimit-Limit"] = best_l
+        headers["RateLimit-Remaining"] = best_s
         if retry_after is None:
-            headers["RateLimit-Reset"] = str(reset_after(period, start, now))
+            # reset_after(), inlined: this runs on every counted request.
+            reset = best[0] - int(now - best[2])
+            headers["RateLimit-Reset"] = str(reset if reset > 1 else 1)
         else:
             headers["RateLimit-Reset"] = headers["Retry-After"] = str(retry_after)
         return RateResult(allowed, headers, retry_after)

@@ -205,6 +205,28 @@ class Matcher:
         if body.endswith("/"):
             body = body[:-1]
         segs = body.split("/") if body else []
+        # Fast path: the first leaf the search would reach (static child first, then the first
+        # matching pattern, then the parameter). When it holds the operation, the full search
+        # returns the same one, so only a miss pays for backtracking.
+        node: _Node | None = self._root
+        for seg in segs:
+            assert node is not None
+            child = node.static.get(seg)
+            if child is None and seg:
+                for pat, pnode in node.patterns:
+                    if pat.regex.fullmatch(seg):
+                        child = pnode
+                        break
+                else:
+                    child = node.param
+            node = child
+            if node is None:
+                break
+        if node is not None and node.endpoints is not None:
+            # What the full search does at this leaf; on a miss it goes on backtracking.
+            op = _pick(node.endpoints, method, service, host, set())
+            if op is not None:
+                return Match(op)
         allowed: set[str] = set()
         op = _walk(self._root, segs, 0, method, service, host, allowed)
         if op is not None:

@@ -222,14 +222,15 @@ class Connection:
         sock = self.sock
         # Kong resets its instances when the server pid it last saw changes (mp_rpc.lua).
         sock.sendall(self.packer.pack([2, "serverPid", os.getpid()]))
+        recv, send = socket_io(sock)
         while True:
-            chunk = sock.recv(65536)
+            chunk = recv(65536)
             if not chunk:
                 return
             self.unpacker.feed(chunk)
             try:
                 for msg in self.unpacker:
-                    sock.sendall(self.answer(msg))
+                    send(self.answer(msg))
             except (ValueError, msgpack.UnpackException) as exc:
                 # The stream itself is broken: no way to find the next message boundary.
                 log.error("malformed RPC stream, closing connection: %s", exc)
@@ -258,3 +259,36 @@ class Connection:
                 return self.packer.pack([1, msgid, None,
                                          self.server.fail_event(result["EventId"])])
             return self.packer.pack([1, msgid, f"{self.server.name}: cannot encode reply", None])
+
+
+def socket_io(sock: Any) -> tuple[Callable[[int], bytes], Callable[[bytes], None]]:
+    """(recv, sendall) for a connection; on a gevent socket, with two syscalls less per RPC.
+
+    Kong sends its next message only after reading our answer, so a first non-blocking recv
+    nearly always fails: wait for readability first, then read once. gevent's sendall asks
+    the kernel for SO_SNDBUF on every call; a reply fits the socket buffer, so send it directly
+    and fall back to sendall for a remainder.
+    """
+    raw = getattr(sock, "_sock", None)
+    wait = getattr(sock, "_wait", None)
+    readable = getattr(sock, "_read_event", None)
+    if raw is None or wait is None or readable is None or sock.timeout is not None:
+        return sock.recv, sock.sendall  # a plain socket (threading mode)
+
+    def recv(size: int) -> bytes:
+        while True:
+            wait(readable)
+            try:
+                return raw.recv(size)  # type: ignore[no-any-return]
+            except BlockingIOError:
+                continue  # a spurious wake-up
+
+    def sendall(data: bytes) -> None:
+        try:
+            sent = raw.send(data)
+        except BlockingIOError:
+            sent = 0
+        if sent < len(data):
+            sock.sendall(memoryview(data)[sent:])
+
+    return recv, sendall
