@@ -95,10 +95,14 @@ class PluginServer:
 
     def start_instance(self, cfg: dict[str, Any]) -> dict[str, Any]:
         """plugin.StartInstance {Name, Config: json}: a bad config answers its message."""
-        if cfg.get("Name") != self.name:
-            raise RPCError(f"{cfg.get('Name')} not initialized")
-        config = json.loads(cfg["Config"])
+        name = cfg.get("Name") if isinstance(cfg, dict) else None
+        if name != self.name:
+            raise RPCError(f"{name} not initialized")
+        text = cfg.get("Config")
         try:
+            if not isinstance(text, (str, bytes)):
+                raise ValueError("Config must be a JSON string")
+            config = json.loads(text)
             plugin = self.module.Plugin(config)
         except ValueError as exc:  # ConfigError (and JSON shape errors) name the place
             log.error("%s: rejected config: %s", self.name, exc)
