@@ -6,6 +6,7 @@ responses ``[1, id, error, result]``, notifications ``[2, label, args]``.
 
 from __future__ import annotations
 
+import gc
 import json
 import logging
 import os
@@ -16,6 +17,7 @@ from collections.abc import Callable
 from typing import Any
 
 import msgpack
+from greenlet import greenlet
 
 from .events import DEFAULT_TIMEOUT, ERROR_EXIT, Event, Output
 
@@ -89,7 +91,10 @@ class PluginServer:
         compiled = getattr(self.module, "compiled_count", None)
         return {"Pid": os.getpid(), "Plugins": {self.name: {
             "Name": self.name, "Instances": [self._status(i) for i in list(self.instances)],
-            "Events": len(self.events), "Compiled": compiled() if compiled else None}}}
+            "Events": len(self.events), "Compiled": compiled() if compiled else None}},
+            # For leak checks (tests/hardening): live greenlets and OS threads of the process.
+            "Greenlets": sum(isinstance(o, greenlet) for o in gc.get_objects()),
+            "Threads": threading.active_count()}
 
     # --- instances ------------------------------------------------------------------------
 
