@@ -60,9 +60,7 @@ def kong_normalize(uri: str) -> str:
             b = b""
         elif b[:3] == b"../":
             b = b[3:]
-        elif b[:2] == b"./":
-            b = b[2:]
-        elif b[:3] == b"/./":
+        elif b[:2] == b"./" or b[:3] == b"/./":
             b = b[2:]
         elif b[:4] == b"/../":
             b = b[3:]
