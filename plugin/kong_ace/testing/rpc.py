@@ -56,7 +56,11 @@ class KongRPC:
             self.close()  # nginx's keepalive pool drops idle connections the peer closed
         if self._sock is None or self.fresh:
             self.close()
-            self._connect()
+            try:
+                self._connect()
+            except OSError as exc:  # no server (yet): Rpc:call returns nil, err
+                self.close()
+                raise RPCFailure(f"failed to connect to {self.path}: {exc}") from None
         assert self._sock is not None and self._unpacker is not None
         try:
             self._sock.sendall(self._packer.pack([0, msg_id, method, list(args)]))
