@@ -50,6 +50,10 @@ def _header_values(headers: dict[str, Any], name: str) -> list[Any]:
     return out
 
 
+def _unquote(s: str) -> str:
+    return unquote_to_bytes(s.replace("+", " ")).decode("utf-8", "surrogateescape")
+
+
 def _query_values(query: str, name: str) -> list[str]:
     out = []
     for part in query.split("&"):
@@ -146,11 +150,11 @@ def test_core_admits_only_the_entitled() -> None:
     @given(hostile())
     def prop(req: tuple[str, str, dict[str, Any], str]) -> None:
         method, path, headers, query = req
-        q: dict[str, list[str]] = {}
+        q: dict[str, list[str]] = {}  # decoded, as kong.request.get_query() hands it over
         for part in query.split("&"):
             k, eq, v = part.partition("=")
             if k:
-                q.setdefault(k, []).extend([v] if eq else [])
+                q.setdefault(_unquote(k), []).extend([_unquote(v)] if eq else [])
         d = ENF.decide(Request(method, path, headers=headers, query=q))
         if d.allowed:
             check_admission(method, path, headers, query, d.operation_id, d.application_id)
