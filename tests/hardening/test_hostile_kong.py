@@ -8,6 +8,7 @@ import threading
 from typing import Any
 
 import msgpack
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -178,8 +179,14 @@ def test_many_concurrent_connections(plugin_server: PluginServerProcess) -> None
     assert plugin_server.alive() and "Traceback" not in plugin_server.log
 
 
-def test_no_thread_greenlet_or_memory_leak(plugin_server: PluginServerProcess) -> None:
+@pytest.mark.parametrize("mode", ["gevent", "threading"])
+def test_no_thread_greenlet_or_memory_leak(mode: str) -> None:
     """Mixed traffic (allowed, denied, odd Kong answers, config changes); measured twice."""
+    with PluginServerProcess(args=("--mode", mode, "--event-timeout", "10")) as srv:
+        _leak_check(srv, mode)
+
+
+def _leak_check(plugin_server: PluginServerProcess, mode: str) -> None:
     total = scale(6000, 100000)
     node = KongNode(plugin_server.socket, hardening_config(), workers=2)
     odd = [{"kong.request.get_headers": None}, {"kong.nginx.get_var": 5},
@@ -215,12 +222,13 @@ def test_no_thread_greenlet_or_memory_leak(plugin_server: PluginServerProcess) -
     run(total * 2 // 5)
     m3 = measure()
     node.close()
-    report = f"leak check over {total} requests: {m1} -> {m2} -> {m3}"
+    report = f"leak check ({mode}) over {total} requests: {m1} -> {m2} -> {m3}"
     print(report)
     with open(os.environ.get("KONG_ACE_LEAK_REPORT", os.devnull), "a") as f:
         f.write(report + "\n")
     for m in (m2, m3):
-        assert m["threads"] == m1["threads"], report
+        # threading mode: an event's thread may be ending just as /proc is read.
+        assert m["threads"] <= m1["threads"] + (0 if mode == "gevent" else 2), report
         assert m["greenlets"] <= m1["greenlets"] + 5, report
         assert m["events"] == 0 and m["instances"] <= 2, report
     # RSS: the second half grows no more than a small allowance (allocator noise).
