@@ -588,7 +588,10 @@ def _no_unknown(raw: Mapping[str, Any], allowed: frozenset[str], place: str,
                 allow_dunder: bool = False) -> None:
     for key in raw:
         if key not in allowed and not (allow_dunder and str(key).startswith("__")):
-            raise ConfigError(_join(place, str(key)), "unknown field")
+            name = str(key)
+            if not name or not name.isprintable() or name.strip() != name:
+                name = repr(name)  # an empty, blank or control-character name stays visible
+            raise ConfigError(_join(place, name), "unknown field")
 
 
 def _as_record(raw: Any, place: str, allowed: frozenset[str]) -> Mapping[str, Any]:

@@ -213,7 +213,18 @@ def _lower_keys(headers: Mapping[str, Any]) -> Mapping[str, Any]:
         pass
     for name in headers:
         if not name.islower() and name.lower() != name:
-            return {k.lower(): v for k, v in headers.items()}
+            # Merge names that differ only in case (as Kong does), so none of their values
+            # (a second, different key) is lost.
+            out: dict[str, Any] = {}
+            for k, v in headers.items():
+                k = k.lower()
+                if k in out:
+                    prev, more = out[k], v
+                    out[k] = [*(prev if isinstance(prev, list) else [prev]),
+                              *(more if isinstance(more, list) else [more])]
+                else:
+                    out[k] = v
+            return out
     return headers
 
 

@@ -6,6 +6,7 @@ responses ``[1, id, error, result]``, notifications ``[2, label, args]``.
 
 from __future__ import annotations
 
+import gc
 import json
 import logging
 import os
@@ -16,6 +17,7 @@ from collections.abc import Callable
 from typing import Any
 
 import msgpack
+from greenlet import greenlet
 
 from .events import DEFAULT_TIMEOUT, ERROR_EXIT, Event, Output
 
@@ -89,16 +91,23 @@ class PluginServer:
         compiled = getattr(self.module, "compiled_count", None)
         return {"Pid": os.getpid(), "Plugins": {self.name: {
             "Name": self.name, "Instances": [self._status(i) for i in list(self.instances)],
-            "Events": len(self.events), "Compiled": compiled() if compiled else None}}}
+            "Events": len(self.events), "Compiled": compiled() if compiled else None}},
+            # For leak checks (tests/hardening): live greenlets and OS threads of the process.
+            "Greenlets": sum(isinstance(o, greenlet) for o in gc.get_objects()),
+            "Threads": threading.active_count()}
 
     # --- instances ------------------------------------------------------------------------
 
     def start_instance(self, cfg: dict[str, Any]) -> dict[str, Any]:
         """plugin.StartInstance {Name, Config: json}: a bad config answers its message."""
-        if cfg.get("Name") != self.name:
-            raise RPCError(f"{cfg.get('Name')} not initialized")
-        config = json.loads(cfg["Config"])
+        name = cfg.get("Name") if isinstance(cfg, dict) else None
+        if name != self.name:
+            raise RPCError(f"{name} not initialized")
+        text = cfg.get("Config")
         try:
+            if not isinstance(text, (str, bytes)):
+                raise ValueError("Config must be a JSON string")
+            config = json.loads(text)
             plugin = self.module.Plugin(config)
         except ValueError as exc:  # ConfigError (and JSON shape errors) name the place
             log.error("%s: rejected config: %s", self.name, exc)

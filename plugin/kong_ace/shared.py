@@ -11,6 +11,7 @@ from typing import Any
 
 from . import Enforcer
 from .catalog import KONG_KEYS
+from .errors import ConfigError
 from .kong_schema import config_record, empty_maps_to_lists
 from .limits import MemoryStorage
 
@@ -23,6 +24,8 @@ _CONFIG_SCHEMA = config_record()
 
 def canonical_config(config: Mapping[str, Any]) -> dict[str, Any]:
     """The config without Kong's per-instance keys, with Lua's `{}` read back as `[]`."""
+    if not isinstance(config, Mapping):
+        raise ConfigError("config", "must be a map")
     clean = {k: v for k, v in config.items() if k not in KONG_KEYS and not k.startswith("__")}
     return empty_maps_to_lists(clean, _CONFIG_SCHEMA)
 

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Iterator
 from dataclasses import dataclass, field
+from itertools import accumulate
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -17,6 +19,14 @@ HTTP_METHODS = ("get", "put", "post", "delete", "options", "head", "patch", "tra
 MAX_WARNINGS = 20
 _MAX_REF_DEPTH = 32
 _SERVER_VARIABLE = re.compile(r"\{([^{}]*)\}")
+# Hostile specs: libyaml's C composer recurses once per nesting level and overflows the C
+# stack (a segfault, killing the plugin server) somewhere above ~20,000 levels of `[`/`{`;
+# no OpenAPI document needs more than a few dozen. A spec file is read only if it is a
+# regular file (not /dev/zero, not a FIFO) of sane size.
+MAX_NESTING = 256
+MAX_SPEC_BYTES = 64 * 1024 * 1024
+_NOT_FLOW = re.compile(r"[^\[\]{}]+")
+_FLOW_STEP = {"[": 1, "{": 1, "]": -1, "}": -1}
 
 try:  # the C loader is ~10x faster on large specs
     _Loader: Any = yaml.CSafeLoader
@@ -45,20 +55,44 @@ class Spec:
 
 def parse_document(text: str, source: str) -> Any:
     """Parse YAML or JSON text; a syntax error names the source."""
+    is_json = text.lstrip().startswith("{")
+    # Deeper documents crash libyaml and exhaust the recursion of later walks (validation).
+    if _flow_depth(text) > MAX_NESTING:
+        raise ConfigError(source, f"not an OpenAPI document: nested more than {MAX_NESTING} levels")
     try:
-        if text.lstrip().startswith("{"):
+        if is_json:
             return json.loads(text)
         return yaml.load(text, Loader=_Loader)  # noqa: S506 - a safe loader
-    except (ValueError, yaml.YAMLError) as exc:
+    except (ValueError, yaml.YAMLError, RecursionError) as exc:
         raise ConfigError(source, f"not valid YAML or JSON: {_one_line(exc)}") from None
+
+
+def _flow_depth(text: str) -> int:
+    """Upper bound of the flow-collection nesting (brackets in quoted strings count too)."""
+    if text.count("[") + text.count("{") <= MAX_NESTING:
+        return 0
+    steps: Iterator[int] = map(_FLOW_STEP.__getitem__, _NOT_FLOW.sub("", text))
+    return max(accumulate(steps), default=0)
+
+
+def read_spec_text(path: Path, place: str, what: str = "cannot read spec") -> str:
+    """The text of a spec file; anything but a readable UTF-8 regular file is a ConfigError."""
+    try:
+        if not path.is_file():
+            raise ConfigError(place, f"{what}: {path} is not a regular file")
+        if path.stat().st_size > MAX_SPEC_BYTES:
+            raise ConfigError(place, f"{what}: {path} is larger than {MAX_SPEC_BYTES} bytes")
+        return path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(place, f"{what}: {exc.strerror or exc}") from None
+    except UnicodeDecodeError as exc:
+        raise ConfigError(place, f"{what}: {path} is not UTF-8 ({exc.reason} at byte "
+                                 f"{exc.start})") from None
 
 
 def load_spec_file(path: Path, source: str, *, validate: bool = True) -> Spec:
     """Read and compile a spec file; ``source`` is how errors name it."""
-    try:
-        text = path.read_text(encoding="utf-8")
-    except OSError as exc:
-        raise ConfigError(source, f"cannot read spec: {exc.strerror or exc}") from None
+    text = read_spec_text(path, source)
     return compile_spec(parse_document(text, source), source, path.parent, validate=validate)
 
 
@@ -178,12 +212,9 @@ class _Resolver:
             if self._base_dir is None:
                 raise ConfigError(f"{place}.$ref", f"cannot resolve {ref!r}: inline spec")
             path = self._base_dir / name
-            try:
-                text = path.read_text(encoding="utf-8")
-            except OSError:
-                raise ConfigError(
-                    f"{place}.$ref", f"cannot resolve {ref!r}: no file {name}"
-                ) from None
+            if not path.exists():
+                raise ConfigError(f"{place}.$ref", f"cannot resolve {ref!r}: no file {name}")
+            text = read_spec_text(path, f"{place}.$ref", f"cannot resolve {ref!r}")
             self._docs[name] = parse_document(text, f"{self._source} -> {name}")
         return self._docs[name]
 

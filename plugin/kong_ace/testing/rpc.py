@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import select
 import socket
 from typing import Any
 
@@ -51,9 +52,15 @@ class KongRPC:
         """``Rpc:call``: send ``[0, id, method, args]``, read until our response."""
         self.msg_id += 1
         msg_id = self.msg_id
+        if self._sock is not None and not self.fresh and _peer_closed(self._sock):
+            self.close()  # nginx's keepalive pool drops idle connections the peer closed
         if self._sock is None or self.fresh:
             self.close()
-            self._connect()
+            try:
+                self._connect()
+            except OSError as exc:  # no server (yet): Rpc:call returns nil, err
+                self.close()
+                raise RPCFailure(f"failed to connect to {self.path}: {exc}") from None
         assert self._sock is not None and self._unpacker is not None
         try:
             self._sock.sendall(self._packer.pack([0, msg_id, method, list(args)]))
@@ -69,6 +76,7 @@ class KongRPC:
                     return data[3]
                 chunk = self._sock.recv(65536)
                 if not chunk:
+                    self.close()
                     raise RPCFailure("no data")
                 self._unpacker.feed(chunk)
         except OSError as exc:
@@ -79,3 +87,14 @@ class KongRPC:
         self.notifications.append((label, args))
         if label == "serverPid":
             self.server_pid = int(args)
+
+
+def _peer_closed(sock: socket.socket) -> bool:
+    """True when the idle pooled connection was closed (or reset) by the plugin server."""
+    try:
+        readable, _, _ = select.select([sock], [], [], 0)
+        # Idle and readable: either EOF (closed) or stray bytes; a timeout socket's recv would
+        # wait, so only peek once select says it will not.
+        return bool(readable) and sock.recv(1, socket.MSG_PEEK) == b""
+    except OSError:
+        return True

@@ -1,0 +1,230 @@
+"""Hostile requests through the core and through the real plugin server (Kong's protocol).
+
+Property: a request is admitted only if its normalised path (by a reference port of Kong's
+normaliser, written in conftest) and its method match an operation that an approved
+registration of the presenting application covers (read from the config dict), and the server
+always answers with an exit or a clean "ret" — never an RPC error, never a hang.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Iterator
+from typing import Any
+from urllib.parse import unquote_to_bytes
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from kong_ace import Enforcer, Request
+from kong_ace.normalize import normalize_path
+from kong_ace.testing import KongNode, KongRequest, PluginServerProcess
+
+from .catalog import APP_OF_KEY, KEYS, hardening_config, oracle_ops
+from .conftest import entitled, kong_normalize, scale, template_regex
+
+SEGMENTS = ["flights", "v1", "bookings", "v2", "customers", "me", "12", "seats", "airports",
+            "manifest.json", "tickets", "7.pdf", "hand", "files", "a.json", "x-y", "static",
+            "literal", "caf\u00e9", "caf%C3%A9", "CAF%c3%a9", ";edit", "..", ".", "%2e%2e",
+            "%2E.", ".%2e", "%2F", "%2f..", "", ";x", "..;", "x;a=b", "%00", "\x00", "%ff",
+            "%FF%FE", "\u202e", "\U0001f600", "x" * 300, "%66lights", "FLIGHTS", "a b",
+            "%20", "%25", "%252e", "%5c..", "\\..", "%3b", "%3F", "%23", "~", "-", "{x}"]
+METHODS = ["GET", "get", "Get", "gEt", "POST", "post", "HEAD", "head", "DELETE", "delete",
+           "PUT", "PATCH", "OPTIONS", "TRACE", "CONNECT", "", "G ET", "GET\x00", "\u0130GET"]
+KEY_VALUES = [*KEYS.values(), "", "wrong", KEYS["basic"].upper(), KEYS["basic"] + "\x00",
+              KEYS["basic"][:-1], " " + KEYS["basic"], KEYS["basic"].encode() + b"\xff",
+              b"\xff\xfe\xfd", "k" * 9000]
+KEY_NAMES = ["apikey", "APIKEY", "ApiKey", "api_key", "api-key"]
+
+CONFIG = hardening_config()
+OPS = oracle_ops(CONFIG)
+OPS_BY_ID = {op.op_id: op for op in OPS}
+
+
+def _header_values(headers: dict[str, Any], name: str) -> list[Any]:
+    out: list[Any] = []
+    for k, v in headers.items():
+        if k.lower() == name:
+            out += v if isinstance(v, list) else [v]
+    return out
+
+
+def _unquote(s: str) -> str:
+    return unquote_to_bytes(s.replace("+", " ")).decode("utf-8", "surrogateescape")
+
+
+def _query_values(query: str, name: str) -> list[str]:
+    out = []
+    for part in query.split("&"):
+        k, eq, v = part.partition("=")
+        dk = unquote_to_bytes(k.replace("+", " ")).decode("utf-8", "surrogateescape")
+        if dk == name and eq:
+            out.append(unquote_to_bytes(v.replace("+", " ")).decode("utf-8", "surrogateescape"))
+    return out
+
+
+@st.composite
+def hostile(draw: st.DrawFn) -> tuple[str, str, dict[str, Any], str]:
+    """(method, raw path, headers, raw query)."""
+    if draw(st.booleans()):  # near a real operation
+        op = draw(st.sampled_from(OPS))
+        plain = ["12", "abc", "x.json"]
+        segs = [draw(st.sampled_from(SEGMENTS + plain * 20)) if "{" in s else s
+                for s in op.full.split("/")[1:]]
+        for _ in range(draw(st.sampled_from([0, 0, 1, 2]))):
+            segs.insert(draw(st.integers(0, len(segs))),
+                        draw(st.sampled_from(["..", "%2e%2e", ".", "", "x/..", "%2F", ";a"])))
+        path = "/" + "/".join(segs) + draw(st.sampled_from(["", "/", "//", "/.", "/.."]))
+        method = draw(st.sampled_from([op.method, op.method.lower(), *METHODS])
+                      | st.just(op.method))
+    else:
+        path = "/" + "/".join(draw(st.lists(st.sampled_from(SEGMENTS), max_size=8)))
+        if draw(st.integers(0, 9)) == 0:
+            path += "/" + "y" * draw(st.sampled_from([2000, 9000]))
+        method = draw(st.sampled_from(METHODS))
+    if draw(st.integers(0, 2)) == 0:  # hostile path and method, one good key
+        key = draw(st.sampled_from([KEYS["basic"], KEYS["api"]]))
+        if draw(st.booleans()):
+            return method, path, {"ApiKey": key}, ""
+        return method, path, {}, "apikey=" + key
+    headers: dict[str, Any] = {}
+    for name in draw(st.lists(st.sampled_from(KEY_NAMES), max_size=3)):
+        value = draw(st.sampled_from(KEY_VALUES))
+        if draw(st.booleans()):
+            value = [value, draw(st.sampled_from(KEY_VALUES))]
+        headers[name] = value
+    if draw(st.booleans()):
+        headers["x-ace-application-id"] = "forged"
+    if draw(st.integers(0, 4)) == 0:
+        headers["x-odd"] = draw(st.sampled_from([b"\xc3\x28", "v" * 16000, "\x00", ""]))
+    if draw(st.integers(0, 3)) == 0:  # often a good key, so admissions happen
+        headers["apikey"] = draw(st.sampled_from([KEYS["basic"], KEYS["api"]]))
+    query_parts = draw(st.lists(st.sampled_from(
+        ["apikey=" + KEYS["basic"], "apikey=" + KEYS["api"], "apikey=", "apikey", "apikey=wrong",
+         "api%6bey=" + KEYS["basic"], "apikey=%ff", "a=1", "&", "apikey=" + KEYS["basic"][:5]
+         + "%" + KEYS["basic"][5:]]), max_size=3))
+    return method, path, headers, "&".join(query_parts)
+
+
+def check_admission(method: str, path: str, headers: dict[str, Any], query: str,
+                    op_id: str | None, app_id: str | None) -> None:
+    """An admitted request: the oracle's view of why it may pass."""
+    assert op_id is not None, "match_policy required: every admission names an operation"
+    op = OPS_BY_ID[op_id]
+    norm = kong_normalize(path)
+    assert method == op.method or (
+        method == "HEAD" and op.method == "GET"
+        and not any(o.method == "HEAD" and o.full == op.full for o in OPS)), (method, op)
+    assert template_regex(op.full).fullmatch(norm), (path, norm, op.full)
+    presented = {v for n in ("apikey",) for v in _header_values(headers, n) + _query_values(
+        query, n) if isinstance(v, (str, bytes)) and v}
+    assert len(presented) == 1, presented  # one distinct key, and it is known
+    (key,) = presented
+    assert APP_OF_KEY.get(key if isinstance(key, str) else "") == app_id, (key, app_id)
+    assert entitled(CONFIG, app_id, op.api, op.method, op.template, op.op_id), (app_id, op)
+
+
+SETTINGS = settings(max_examples=scale(600, 20000), deadline=None, derandomize=True,
+                    suppress_health_check=list(HealthCheck), database=None)
+
+
+def test_reference_normaliser_agrees_with_the_core() -> None:
+    @SETTINGS
+    @given(st.lists(st.sampled_from(SEGMENTS + ["/", "//", "%2e", "%2E%2e", "a%2Fb", "..."]),
+                    max_size=10).map(lambda s: "/" + "/".join(s)))
+    def prop(path: str) -> None:
+        assert normalize_path(path) == kong_normalize(path)
+        assert normalize_path(normalize_path(path)) == normalize_path(path)  # idempotent
+    prop()
+
+
+ENF = Enforcer(copy.deepcopy(CONFIG))
+CORE_ADMITTED: list[str] = []
+
+
+def test_core_admits_only_the_entitled() -> None:
+    CORE_ADMITTED.clear()
+
+    @SETTINGS
+    @given(hostile())
+    def prop(req: tuple[str, str, dict[str, Any], str]) -> None:
+        method, path, headers, query = req
+        q: dict[str, list[str]] = {}  # decoded, as kong.request.get_query() hands it over
+        for part in query.split("&"):
+            k, eq, v = part.partition("=")
+            if k:
+                q.setdefault(_unquote(k), []).extend([_unquote(v)] if eq else [])
+        d = ENF.decide(Request(method, path, headers=headers, query=q))
+        if d.allowed:
+            check_admission(method, path, headers, query, d.operation_id, d.application_id)
+            CORE_ADMITTED.append(d.operation_id or "")
+        else:
+            assert d.status in (401, 403, 404, 405) and d.message
+    prop()
+    # The property is not vacuous: admissions happen (see also the positive control below).
+    assert len(CORE_ADMITTED) >= 10 and len(set(CORE_ADMITTED)) >= 3, CORE_ADMITTED
+
+
+@pytest.fixture(scope="module")
+def server() -> Iterator[PluginServerProcess]:
+    with PluginServerProcess(args=("--event-timeout", "10")) as srv:
+        yield srv
+
+
+def test_server_admits_only_the_entitled_and_always_answers(server: PluginServerProcess) -> None:
+    node = KongNode(server.socket, copy.deepcopy(CONFIG), workers=2)
+    for w in node.workers:
+        w.rpc.timeout = 15.0  # a hang fails the test instead of waiting forever
+    admitted: list[str] = []
+    statuses: dict[int, int] = {}
+
+    @SETTINGS
+    @given(hostile(), st.integers(0, 1))
+    def prop(req: tuple[str, str, dict[str, Any], str], worker: int) -> None:
+        method, path, headers, query = req
+        target = path + ("?" + query if query else "")
+        r = node.request(KongRequest(method=method, path=target, headers=headers),
+                         worker=worker)
+        assert r.errors == [], r.errors  # an RPC error is a request Kong lets through
+        statuses[r.status] = statuses.get(r.status, 0) + 1
+        if r.proxied:
+            op_id = r.upstream("X-ACE-Operation-ID")
+            app_id = r.upstream("X-ACE-Application-ID")
+            check_admission(method, path, headers, query, op_id, app_id)
+            admitted.append(op_id)
+        else:
+            assert r.status in (401, 403, 404, 405), (r.status, r.body)
+            assert isinstance(r.message, str) and r.message
+        # The core, given the same raw request, decides the same.
+        hl: dict[str, list[Any]] = {}
+        for k, v in headers.items():
+            hl.setdefault(k.lower(), []).extend(v if isinstance(v, list) else [v])
+        from kong_ace.uri import parse_query
+        d = ENF.decide(Request(method, path, headers=hl, query=parse_query(query)))
+        assert (d.allowed, d.status) == (r.proxied, None if r.proxied else r.status)
+
+    prop()
+    node.close()
+    assert len(admitted) >= 10 and len(set(admitted)) >= 3, (admitted, statuses)
+    assert "Traceback" not in server.log, server.log[-3000:]
+    assert server.alive()
+
+
+def test_positive_control_every_entitled_operation_is_admitted(
+        server: PluginServerProcess) -> None:
+    """The oracle says who may pass; each such clean request does pass (server and core)."""
+    node = KongNode(server.socket, copy.deepcopy(CONFIG), workers=1)
+    checked = 0
+    for key, app_id in APP_OF_KEY.items():
+        for op in OPS:
+            if not entitled(CONFIG, app_id, op.api, op.method, op.template, op.op_id):
+                continue
+            path = op.full.replace("{", "p").replace("}", "")
+            if app_id == "revoked-app":
+                continue  # entitled by registration, but its key is revoked
+            r = node.request(KongRequest(method=op.method, path=path, headers={"apikey": key}))
+            assert (r.status, r.upstream("X-ACE-Operation-ID")) == (200, op.op_id), (op, r.body)
+            checked += 1
+    node.close()
+    assert checked >= 10
