@@ -8,18 +8,15 @@ from __future__ import annotations
 import os
 import re
 import shutil
-import signal
-import socket
-import subprocess
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-import redis
 
 from kong_ace.testing import KongRPC, PluginServerProcess
+
+from ..redis_server import RedisServer
 
 SOAK = os.environ.get("KONG_ACE_SOAK", "") not in ("", "0")
 
@@ -135,50 +132,14 @@ def plugin_server() -> Iterator[PluginServerProcess]:
         yield srv
 
 
-class Redis:
-    """A redis-server on a free loopback port; kill -9 and restart keep acknowledged writes
-    (AOF, fsync always), so counts survive a crash and a limit stays exact across it."""
+class Redis(RedisServer):
+    """kill -9 and restart keep acknowledged writes (AOF, fsync always), so counts survive a
+    crash and a limit stays exact across it."""
 
-    def __init__(self, workdir: Path) -> None:
-        self.workdir = workdir
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            self.port = s.getsockname()[1]
-        self.proc: subprocess.Popen[bytes] | None = None
+    persistence = ("--appendonly", "yes", "--appendfsync", "always")
 
-    def settings(self, timeout_ms: int = 300) -> dict[str, Any]:
+    def settings(self, timeout_ms: int = 300) -> dict[str, Any]:  # type: ignore[override]
         return {"host": "127.0.0.1", "port": self.port, "database": 0, "timeout": timeout_ms}
-
-    def client(self) -> redis.Redis:
-        return redis.Redis(host="127.0.0.1", port=self.port, socket_timeout=2)
-
-    def start(self) -> None:
-        self.proc = subprocess.Popen(
-            ["redis-server", "--bind", "127.0.0.1", "--port", str(self.port), "--save", "",
-             "--appendonly", "yes", "--appendfsync", "always", "--dir", str(self.workdir)],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        deadline = time.monotonic() + 10
-        while True:
-            try:
-                if self.client().ping():
-                    return
-            except redis.exceptions.RedisError:
-                if self.proc.poll() is not None or time.monotonic() > deadline:
-                    raise RuntimeError("redis-server did not start") from None
-                time.sleep(0.02)
-
-    def kill(self) -> None:
-        """SIGKILL, by pid: no shutdown, no goodbye to clients."""
-        if self.proc is not None:
-            self.proc.send_signal(signal.SIGKILL)
-            self.proc.wait(timeout=10)
-            self.proc = None
-
-    def stop(self) -> None:
-        if self.proc is not None:
-            self.proc.terminate()
-            self.proc.wait(timeout=10)
-            self.proc = None
 
     def counters(self) -> dict[str, int]:
         c = self.client()
