@@ -53,23 +53,20 @@ class Enforcer:
         self, method: str, path: str, *, host: str | None = None, service: Any = None
     ) -> Operation | None:
         """The operation a request reaches, or None."""
+        return self._match(method, path, host, service).operation
+
+    def route(self, req: Request) -> Match:
+        """The match ``decide`` would make for ``req`` (hand it back to skip a second one)."""
+        return self._match(req.method, req.path, req.host, req.service)
+
+    def _match(self, method: str, path: str, host: Any, service: Any) -> Match:
         cat = self.catalog
-        # Like route(): scoping arguments only matter when some API is scoped.
+        # Scoping arguments only cost anything when some API is scoped.
         return cat.matcher.match(
             method,
             normalize_path(path),
             _service_keys(service) if cat.service_scoped else (),
             _host(host) if cat.host_scoped else None,
-        ).operation
-
-    def route(self, req: Request) -> Match:
-        """The match ``decide`` would make for ``req`` (hand it back to skip a second one)."""
-        cat = self.catalog
-        return cat.matcher.match(
-            req.method,
-            normalize_path(req.path),
-            _service_keys(req.service) if cat.service_scoped else (),
-            _host(req.host) if cat.host_scoped else None,
         )
 
     def decide(self, req: Request, routed: Match | None = None) -> Decision:
