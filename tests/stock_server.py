@@ -4,7 +4,7 @@ import sys
 
 from kong_pdk.cli import start_dedicated_server
 
-from kong_ace import adapter
+from kong_ace.gateway import plugin as adapter
 from kong_ace.testing import faulty
 
 

@@ -149,7 +149,8 @@ def baseline_tree(stack: ExitStack, ref: str) -> Path:
 
 def server_from(tree: Path) -> list[str]:
     """A kong-ace-server command that imports kong_ace from ``tree``."""
-    code = f"import sys; sys.path.insert(0, {str(tree)!r}); from kong_ace.server import main; " \
+    code = f"import sys; sys.path.insert(0, {str(tree)!r}); " \
+           "from kong_ace.gateway.server import main; " \
            "sys.exit(main())"
     return [sys.executable, "-c", code]
 

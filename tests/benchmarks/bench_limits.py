@@ -16,9 +16,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
-from kong_ace.limits import Limit, Limiter, build_limiter  # noqa: E402
-from kong_ace.storage import MemoryStorage  # noqa: E402
-from kong_ace.storage.synced import SyncedStorage  # noqa: E402
+from kong_ace.limits.limiter import Limit, Limiter, build_limiter  # noqa: E402
+from kong_ace.limits.storage import MemoryStorage  # noqa: E402
+from kong_ace.limits.storage.synced import SyncedStorage  # noqa: E402
 from tests.limits.conftest import Clock, RedisServer  # noqa: E402
 
 ONE = (Limit(1_000_000_000, 60),)

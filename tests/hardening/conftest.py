@@ -27,7 +27,7 @@ def scale(ci: int, soak: int) -> int:
 
 
 # --- a reference normaliser, written from Kong's kong/tools/uri.lua `normalize(uri, true)` ---
-# Independent of kong_ace.normalize: it works on bytes, segment by segment, as the Lua does.
+# Independent of kong_ace.core.normalize: it works on bytes, segment by segment, as the Lua does.
 
 _KONG_RESERVED = b"!*'();:@&=+$,/?%#[]"
 _HEX = re.compile(rb"%([0-9A-Fa-f]{2})")

@@ -18,7 +18,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from kong_ace import Enforcer, Request
-from kong_ace.normalize import normalize_path
+from kong_ace.core.normalize import normalize_path
 from kong_ace.testing import KongNode, KongRequest, PluginServerProcess
 
 from .catalog import APP_OF_KEY, KEYS, hardening_config, oracle_ops
@@ -200,7 +200,7 @@ def test_server_admits_only_the_entitled_and_always_answers(server: PluginServer
         hl: dict[str, list[Any]] = {}
         for k, v in headers.items():
             hl.setdefault(k.lower(), []).extend(v if isinstance(v, list) else [v])
-        from kong_ace.uri import parse_query
+        from kong_ace.gateway.request_line import parse_query
         d = ENF.decide(Request(method, path, headers=hl, query=parse_query(query)))
         assert (d.allowed, d.status) == (r.proxied, None if r.proxied else r.status)
 

@@ -8,8 +8,8 @@ from typing import Any
 
 import pytest
 
-from kong_ace.limits import Limiter, RateResult, build_limiter
-from kong_ace.storage import MemoryStorage
+from kong_ace.limits.limiter import Limiter, RateResult, build_limiter
+from kong_ace.limits.storage import MemoryStorage
 
 from ..redis_server import RedisServer
 

@@ -11,8 +11,8 @@ from typing import Any
 import pytest
 
 from kong_ace import Enforcer, Request
-from kong_ace.limits import Limit, build_limiter
-from kong_ace.storage import MemoryStorage
+from kong_ace.limits.limiter import Limit, build_limiter
+from kong_ace.limits.storage import MemoryStorage
 
 from ..conftest import WEB_KEY, example_config
 from .conftest import T0, Clock, RedisServer

@@ -16,8 +16,8 @@ SCRIPT = textwrap.dedent("""
     from gevent import monkey
     monkey.patch_all()
     import gevent
-    from kong_ace.limits import Limit, build_limiter
-    from kong_ace.storage import MemoryStorage
+    from kong_ace.limits.limiter import Limit, build_limiter
+    from kong_ace.limits.storage import MemoryStorage
 
     redis_settings = json.loads(sys.argv[1])
     limits = (Limit(50, 60),)

@@ -6,8 +6,8 @@ from collections.abc import Callable
 
 import pytest
 
-from kong_ace.limits import Limit
-from kong_ace.storage import MemoryStorage
+from kong_ace.limits.limiter import Limit
+from kong_ace.limits.storage import MemoryStorage
 
 from .conftest import T0, Clock, Node
 

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from kong_ace.limits import Limit, build_limiter
-from kong_ace.storage import MemoryStorage
+from kong_ace.limits.limiter import Limit, build_limiter
+from kong_ace.limits.storage import MemoryStorage
 
 from .conftest import T0, Clock
 

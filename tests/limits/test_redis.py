@@ -7,8 +7,8 @@ from typing import Any
 import pytest
 
 from kong_ace import ConfigError
-from kong_ace.limits import Limit, StorageUnavailable, build_limiter
-from kong_ace.storage.redis import RedisSettings, RedisStorage, client_for
+from kong_ace.limits.limiter import Limit, StorageUnavailable, build_limiter
+from kong_ace.limits.storage.redis import RedisSettings, RedisStorage, client_for
 
 from .conftest import T0, Clock, RedisServer
 

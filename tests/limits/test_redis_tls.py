@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 import redis
 
-from kong_ace.limits import Limit, StorageUnavailable, build_limiter
+from kong_ace.limits.limiter import Limit, StorageUnavailable, build_limiter
 
 from .conftest import Clock
 

@@ -10,10 +10,10 @@ from typing import Any
 
 import pytest
 
-from kong_ace.limits import Limit, Limiter, build_limiter
-from kong_ace.storage import MemoryStorage
-from kong_ace.storage import synced as synced_module
-from kong_ace.storage.synced import SyncedStorage
+from kong_ace.limits.limiter import Limit, Limiter, build_limiter
+from kong_ace.limits.storage import MemoryStorage
+from kong_ace.limits.storage import synced as synced_module
+from kong_ace.limits.storage.synced import SyncedStorage
 
 from .conftest import T0, Clock, RedisServer
 
@@ -161,7 +161,7 @@ def test_redis_outage_keeps_local_counting_and_pushes_later(
     a = node(redis_db, clock, roots)
     assert admitted(a, 3) == 3
     redis_db.stop()
-    with caplog.at_level(logging.ERROR, logger="kong_ace.limits"):
+    with caplog.at_level(logging.ERROR, logger="kong_ace.limits.limiter"):
         assert store(a).sync_now() is False
         assert store(a).sync_now() is False
     assert caplog.text.count("sync to Redis failed") == 1  # once per outage

@@ -19,10 +19,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..catalog import hash_key
-from .kong import KongNode
-from .pdk import KongRequest
-from .process import PluginServerProcess
+from kong_ace.core.catalog import hash_key
+from kong_ace.testing.kong import KongNode
+from kong_ace.testing.pdk import KongRequest
+from kong_ace.testing.process import PluginServerProcess
 
 KEY = "bench-key-0123456789"
 LIMITED_KEY = "bench-limited-0123456789"

@@ -20,8 +20,8 @@ import uuid
 from dataclasses import dataclass, field
 from typing import Any
 
-from .pdk import TERMINAL, KongPDK, KongRequest, LuaError
-from .rpc import KongRPC, RPCFailure
+from kong_ace.testing.pdk import TERMINAL, KongPDK, KongRequest, LuaError
+from kong_ace.testing.rpc import KongRPC, RPCFailure
 
 UNEXPECTED = {"message": "An unexpected error occurred"}
 MAX_RETRIES = 3  # Kong retries "no plugin instance" without bound; a test harness must not

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import unquote_to_bytes
 
-from ..normalize import normalize_path
+from kong_ace.core.normalize import normalize_path
 
 # mp_rpc.lua get_step_method: by_pdk_method
 STEP_METHODS = {

@@ -20,7 +20,7 @@ def server_command() -> list[str]:
     if exe.exists():
         return [str(exe)]
     found = shutil.which("kong-ace-server")
-    return [found] if found else [sys.executable, "-m", "kong_ace.server"]
+    return [found] if found else [sys.executable, "-m", "kong_ace.gateway.server"]
 
 
 def dump_info(command: list[str] | None = None) -> list[dict[str, Any]]:

@@ -10,7 +10,7 @@ import sys
 
 from kong_pdk.cli import start_dedicated_server
 
-from . import noop
+from kong_ace.testing import noop
 
 if __name__ == "__main__":
     sys.exit(start_dedicated_server("ace", noop.Plugin, noop.version, noop.priority,

@@ -1,0 +1,1 @@
+"""The pure decision: config -> catalog -> Decision. Never imports the Kong edge."""

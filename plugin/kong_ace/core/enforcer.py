@@ -1,0 +1,244 @@
+"""The Enforcer: one compiled config turning requests into decisions."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+from kong_ace.core import decision as d
+from kong_ace.core.catalog import Application, Catalog, compile_catalog
+from kong_ace.core.credentials import distinct, lookup, presented_keys
+from kong_ace.core.decision import Decision, Request, deny
+from kong_ace.core.matcher import Match, Operation
+from kong_ace.core.normalize import normalize_path
+from kong_ace.core.spec import compile_spec, load_spec_file, parse_document
+from kong_ace.limits.limiter import RateResult, StorageUnavailable, build_limiter
+
+log = logging.getLogger("kong_ace")
+
+
+class Enforcer:
+    """Compiles a plugin config once; ``decide`` is dict hops and arithmetic per request."""
+
+    def __init__(
+        self,
+        config: Mapping[str, Any],
+        *,
+        clock: Callable[[], float] = time.time,
+        storage: Any = None,
+        base_dir: str | Path | None = None,
+    ) -> None:
+        self.catalog: Catalog = compile_catalog(config, Path(base_dir) if base_dir else None)
+        self._clock = clock
+        self.limiter = build_limiter(self.catalog.rate_limiting, clock=clock, storage=storage)
+        self._warnings: list[str] | None = None
+
+    @property
+    def warnings(self) -> list[str]:
+        """Spec validation findings; computed on first use, since full validation is slow."""
+        if self._warnings is None:
+            found: list[str] = []
+            for source, path, text in self.catalog.sources:
+                if path is not None:
+                    found += load_spec_file(path, source, validate=True).warnings
+                elif text is not None:
+                    found += compile_spec(parse_document(text, source), source, None).warnings
+            self._warnings = found
+        return self._warnings
+
+    def match(
+        self, method: str, path: str, *, host: str | None = None, service: Any = None
+    ) -> Operation | None:
+        """The operation a request reaches, or None."""
+        return self._match(method, path, host, service).operation
+
+    def route(self, req: Request) -> Match:
+        """The match ``decide`` would make for ``req`` (hand it back to skip a second one)."""
+        return self._match(req.method, req.path, req.host, req.service)
+
+    def _match(self, method: str, path: str, host: Any, service: Any) -> Match:
+        cat = self.catalog
+        # Scoping arguments only cost anything when some API is scoped.
+        return cat.matcher.match(
+            method,
+            normalize_path(path),
+            _service_keys(service) if cat.service_scoped else (),
+            _host(host) if cat.host_scoped else None,
+        )
+
+    def decide(self, req: Request, routed: Match | None = None) -> Decision:
+        """Match, authenticate, authorize and count one request.
+
+        ``routed``: ``self.route(req)`` when the caller already has it, else None.
+        """
+        cat = self.catalog
+        headers = _lower_keys(req.headers)
+        forged = _forged(headers)
+        m = routed if routed is not None else self.route(req)
+        op = m.operation
+        if op is None:
+            # An odd-case method ('get') never passes where its standard form is defined.
+            if m.allowed and (cat.match_required or req.method.upper() in m.allowed):
+                allow = ", ".join(sorted(m.allowed))
+                return deny(405, d.METHOD_NOT_ALLOWED, {"Allow": allow})
+            if cat.match_required:
+                return deny(404, d.NO_OPERATION)
+            return Decision(allowed=True, clear_upstream_headers=forged) if forged else d.PASS
+
+        consumer = req.consumer
+        if consumer is not None and not cat.is_anonymous(consumer):
+            app = cat.application_for(consumer)
+            if app is not None:
+                return self._authorize(op, app, forged, None, (), ())
+            if cat.anonymous is not None:
+                # Authenticated by another plugin and not an ACE application: ACE stands aside.
+                return Decision(allowed=True, clear_upstream_headers=forged, operation_id=op.id)
+
+        presented = presented_keys(cat, headers, req.query)
+        keys = presented.keys
+        if not keys:
+            if cat.anonymous is not None:
+                app = cat.consumers.get(cat.anonymous)
+                if app is not None:
+                    return self._authorize(op, app, forged, cat.anonymous, (), ())
+                return Decision(
+                    allowed=True, clear_upstream_headers=forged, operation_id=op.id,
+                    consumer=cat.anonymous, upstream_headers={d.HEADER_OPERATION: op.id},
+                )
+            return deny(401, d.NO_API_KEY, d.KEY_CHALLENGE, operation_id=op.id)
+        if len(keys) > 1 and distinct(keys):
+            return deny(401, d.DUPLICATE_KEY, operation_id=op.id)
+        cred = lookup(cat, keys[0])
+        if cred is None:
+            return deny(401, d.UNAUTHORIZED, d.KEY_CHALLENGE, operation_id=op.id)
+        if cred.status != "active":
+            return deny(401, d.KEY_REVOKED, d.KEY_CHALLENGE, operation_id=op.id)
+        if cred.expires_at is not None and cred.expires_at <= self._clock():
+            return deny(401, d.KEY_EXPIRED, d.KEY_CHALLENGE, operation_id=op.id)
+        app = cred.application
+        if cat.hide_credentials:
+            return self._authorize(op, app, forged, app.consumer, presented.header_names,
+                                   presented.query_names)
+        return self._authorize(op, app, forged, app.consumer, (), ())
+
+    def _authorize(
+        self,
+        op: Operation,
+        app: Application,
+        forged: tuple[str, ...],
+        consumer: str | None,
+        hidden_headers: tuple[str, ...],
+        hidden_query: tuple[str, ...],
+    ) -> Decision:
+        uid = op.uid
+        refused: str | None = None
+        limited: RateResult | None = None
+        for reg in app.registrations:
+            if uid not in reg.op_uids:
+                continue
+            if reg.status != "approved":
+                refused = refused or reg.status
+                continue
+            bucket, limits = reg.quota(op)
+            try:
+                result = self.limiter.consume(bucket, limits)
+            except StorageUnavailable as exc:
+                if not self.catalog.fault_tolerant:
+                    log.error("rate-limit store unavailable, denying: %s", exc)
+                    return deny(500, d.UNEXPECTED, operation_id=op.id, application_id=app.id)
+                log.warning("rate-limit store unavailable, admitting: %s", exc)
+                result = RateResult(True)
+            if result.allowed:
+                return self._admit(op, app, reg.kind, reg.target, result, forged, consumer,
+                                   hidden_headers, hidden_query)
+            if limited is None or (result.retry_after or 0) < (limited.retry_after or 0):
+                limited = result
+        if limited is not None:
+            headers = {} if self.catalog.hide_client_headers else limited.headers
+            return deny(429, d.RATE_LIMITED, headers, operation_id=op.id, application_id=app.id)
+        message = d.NOT_REGISTERED if refused is None else d.REGISTRATION_MESSAGES[refused]
+        return deny(403, message, operation_id=op.id, application_id=app.id)
+
+    def _admit(
+        self,
+        op: Operation,
+        app: Application,
+        kind: str,
+        target: str,
+        result: RateResult,
+        forged: tuple[str, ...],
+        consumer: str | None,
+        hidden_headers: tuple[str, ...],
+        hidden_query: tuple[str, ...],
+    ) -> Decision:
+        if kind == "package":
+            upstream = {_H_OP: op.id, _H_APP: app.id, _H_PKG: target}
+            other, package, api = _API_LOWER, target, op.api
+        else:
+            upstream = {_H_OP: op.id, _H_APP: app.id, _H_API: target}
+            other, package, api = _PKG_LOWER, None, target
+        # A forged copy of the header this decision does not set must still be removed.
+        clear = hidden_headers + (other,) if other in forged else hidden_headers
+        headers = {} if self.catalog.hide_client_headers else result.headers
+        # Positional, in field order: this is built on every admitted request.
+        return Decision(True, None, None, headers, upstream, clear, hidden_query, op.id, app.id,
+                        package, api, consumer)
+
+
+_H_OP, _H_APP, _H_PKG, _H_API = d.IDENTITY_HEADERS
+_PKG_LOWER, _API_LOWER = _H_PKG.lower(), _H_API.lower()
+_IDENTITY = d.IDENTITY_HEADERS_LOWER
+_ID0, _ID1, _ID2, _ID3 = _IDENTITY
+
+
+def _forged(headers: Mapping[str, Any]) -> tuple[str, ...]:
+    # Unrolled: the common case (no client copy of any identity header) is four lookups.
+    if _ID0 in headers or _ID1 in headers or _ID2 in headers or _ID3 in headers:
+        return tuple(h for h in _IDENTITY if h in headers)
+    return ()
+
+
+def _lower_keys(headers: Mapping[str, Any]) -> Mapping[str, Any]:
+    # Kong hands header names in lower case already; only other callers pay for the copy.
+    try:
+        if all(map(str.islower, headers)):
+            return headers
+    except TypeError:  # a name that is not a str: the general loop below
+        pass
+    for name in headers:
+        if not name.islower() and name.lower() != name:
+            # Merge names that differ only in case (as Kong does), so none of their values
+            # (a second, different key) is lost.
+            out: dict[str, Any] = {}
+            for k, v in headers.items():
+                k = k.lower()
+                if k in out:
+                    prev, more = out[k], v
+                    out[k] = [*(prev if isinstance(prev, list) else [prev]),
+                              *(more if isinstance(more, list) else [more])]
+                else:
+                    out[k] = v
+            return out
+    return headers
+
+
+def _service_keys(service: Any) -> tuple[str, ...]:
+    if service is None:
+        return ()
+    if isinstance(service, str):
+        return (service,)
+    if isinstance(service, Mapping):
+        return tuple(v for v in (service.get("id"), service.get("name")) if isinstance(v, str))
+    return ()
+
+
+def _host(host: Any) -> str | None:
+    if not isinstance(host, str) or not host:
+        return None
+    host = host.lower()
+    if host.startswith("["):  # IPv6 literal, maybe with a port
+        return host[: host.find("]") + 1]
+    return host.rsplit(":", 1)[0] if host.count(":") == 1 else host

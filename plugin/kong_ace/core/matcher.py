@@ -1,0 +1,285 @@
+"""Operation matcher: path templates compiled into a segment trie, as werkzeug compiles rules."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+from kong_ace.core.normalize import decode_unreserved
+
+_PARAM = re.compile(r"\{([^{}/]*)\}")
+
+
+@dataclass(frozen=True, slots=True)
+class Operation:
+    """A compiled API operation."""
+
+    id: str
+    api: str
+    method: str
+    path: str  # full template, base path included
+    template: str  # the spec's own path template
+    uid: int = 0  # index in the catalog, for set membership on the hot path
+
+    def __str__(self) -> str:
+        return f"{self.method} {self.path}"
+
+
+@dataclass(frozen=True, slots=True)
+class Scope:
+    """Where an API applies: a Kong service (name or id) and/or request hosts."""
+
+    service: str | None = None
+    hosts: frozenset[str] = frozenset()
+
+    @property
+    def rank(self) -> int:
+        # The narrower scope is tried first.
+        return (0 if self.service else 2) + (0 if self.hosts else 1)
+
+    def admits(self, service: tuple[str, ...], host: str | None) -> bool:
+        if self.service is not None and self.service not in service:
+            return False
+        return not self.hosts or (host is not None and host_matches(self.hosts, host))
+
+    def overlaps(self, other: Scope) -> bool:
+        if self.service and other.service and self.service != other.service:
+            return False
+        if self.hosts and other.hosts and not (self.hosts & other.hosts):
+            return False
+        return self.rank == other.rank
+
+
+def host_matches(hosts: frozenset[str], host: str) -> bool:
+    """Exact host, or a leading ``*.`` wildcard as in Kong routes."""
+    if host in hosts:
+        return True
+    dot = host.find(".")
+    return dot > 0 and "*" + host[dot:] in hosts
+
+
+@dataclass(frozen=True, slots=True)
+class _Pattern:
+    """A segment with parameters inside literal text, such as ``{name}.json``."""
+
+    regex: re.Pattern[str]
+    shape: str
+    params: int
+    prefix: str
+    suffix: str
+    literal: int
+
+    @property
+    def rank(self) -> tuple[int, int, int, str]:
+        # Fewer parameters first, then the longer literal prefix, then more literal text.
+        return (self.params, -len(self.prefix), -self.literal, self.shape)
+
+    def may_overlap(self, other: _Pattern) -> bool:
+        p, q = self.prefix, other.prefix
+        s, t = self.suffix, other.suffix
+        return (p.startswith(q) or q.startswith(p)) and (s.endswith(t) or t.endswith(s))
+
+
+_PARAM_SEGMENT = "{}"
+
+
+def parse_template(template: str) -> tuple[str | _Pattern, ...]:
+    """Split a path template into literal segments, ``{}`` and patterns; raise if malformed."""
+    if not template.startswith("/"):
+        raise ValueError("a path template must start with '/'")
+    body = template[1:]
+    if body.endswith("/"):
+        body = body[:-1]
+    if not body:
+        return ()
+    return tuple(_parse_segment(seg) for seg in body.split("/"))
+
+
+def _parse_segment(seg: str) -> str | _Pattern:
+    if not seg:
+        raise ValueError("empty segment ('//')")
+    if "{" not in seg and "}" not in seg:
+        if seg in (".", ".."):
+            raise ValueError(f"dot segment {seg!r}")
+        return decode_unreserved(seg)
+    parts: list[str] = []
+    names: list[str] = []
+    pos = 0
+    for m in _PARAM.finditer(seg):
+        parts.append(seg[pos : m.start()])
+        if not m.group(1):
+            raise ValueError("empty parameter name '{}'")
+        names.append(m.group(1))
+        pos = m.end()
+    parts.append(seg[pos:])
+    if any("{" in p or "}" in p for p in parts):
+        raise ValueError(f"unbalanced braces in {seg!r}")
+    if any(not p for p in parts[1:-1]):
+        raise ValueError(f"adjacent parameters in {seg!r} cannot be told apart")
+    literals = [decode_unreserved(p) for p in parts]
+    if len(names) == 1 and not literals[0] and not literals[1]:
+        return _PARAM_SEGMENT
+    regex = "([^/]+?)".join(re.escape(p) for p in literals)
+    return _Pattern(
+        regex=re.compile(regex),
+        shape="{}".join(literals),
+        params=len(names),
+        prefix=literals[0],
+        suffix=literals[-1],
+        literal=sum(map(len, literals)),
+    )
+
+
+class _Node:
+    __slots__ = ("static", "patterns", "param", "endpoints")
+
+    def __init__(self) -> None:
+        self.static: dict[str, _Node] = {}
+        self.patterns: list[tuple[_Pattern, _Node]] = []
+        self.param: _Node | None = None
+        self.endpoints: dict[str, list[tuple[Scope, Operation]]] | None = None
+
+    def child(self, seg: str | _Pattern) -> _Node:
+        if seg is _PARAM_SEGMENT:
+            if self.param is None:
+                self.param = _Node()
+            return self.param
+        if isinstance(seg, str):
+            return self.static.setdefault(seg, _Node())
+        for pat, node in self.patterns:
+            if pat.shape == seg.shape:
+                return node
+        node = _Node()
+        for pat, _ in self.patterns:
+            if pat.rank[:3] == seg.rank[:3] and pat.may_overlap(seg):
+                raise ValueError(
+                    f"segment {seg.shape!r} is as specific as {pat.shape!r} and may match "
+                    "the same text: the templates are ambiguous"
+                )
+        self.patterns.append((seg, node))
+        self.patterns.sort(key=lambda item: item[0].rank)
+        return node
+
+
+@dataclass(slots=True)  # built per request: frozen would cost more than the lookup
+class Match:
+    """The matched operation, or the methods the path allows when only the path matched."""
+
+    operation: Operation | None
+    allowed: frozenset[str] = frozenset()
+
+
+NO_MATCH = Match(None)
+
+
+class Matcher:
+    """Finds the operation for a method and a normalised path; cost grows with path depth only."""
+
+    def __init__(self) -> None:
+        self._root = _Node()
+
+    def add(self, op: Operation, scope: Scope = Scope()) -> None:
+        """Index one operation; raise ValueError when it duplicates or ties with another."""
+        node = self._root
+        for seg in parse_template(op.path):
+            node = node.child(seg)
+        if node.endpoints is None:
+            node.endpoints = {}
+        same = node.endpoints.setdefault(op.method, [])
+        for other_scope, other in same:
+            if other_scope.overlaps(scope):
+                raise ValueError(
+                    f"'{op.method} {op.path}' is already operation '{other.id}' of API "
+                    f"'{other.api}'"
+                )
+        same.append((scope, op))
+        same.sort(key=lambda item: item[0].rank)
+
+    def match(
+        self, method: str, path: str, service: tuple[str, ...] = (), host: str | None = None
+    ) -> Match:
+        """Match a normalised path (see normalize_path)."""
+        if not path.startswith("/"):
+            return NO_MATCH
+        body = path[1:]
+        if body.endswith("/"):
+            body = body[:-1]
+        segs = body.split("/") if body else []
+        # Fast path: the first leaf the search would reach (static child first, then the first
+        # matching pattern, then the parameter). When it holds the operation, the full search
+        # returns the same one, so only a miss pays for backtracking.
+        node: _Node | None = self._root
+        for seg in segs:
+            assert node is not None
+            child = node.static.get(seg)
+            if child is None and seg:
+                for pat, pnode in node.patterns:
+                    if pat.regex.fullmatch(seg):
+                        child = pnode
+                        break
+                else:
+                    child = node.param
+            node = child
+            if node is None:
+                break
+        if node is not None and node.endpoints is not None:
+            # What the full search does at this leaf; on a miss it goes on backtracking.
+            op = _pick(node.endpoints, method, service, host, set())
+            if op is not None:
+                return Match(op)
+        allowed: set[str] = set()
+        op = _walk(self._root, segs, 0, method, service, host, allowed)
+        if op is not None:
+            return Match(op)
+        return Match(None, frozenset(allowed)) if allowed else NO_MATCH
+
+
+def _walk(
+    node: _Node,
+    segs: list[str],
+    i: int,
+    method: str,
+    service: tuple[str, ...],
+    host: str | None,
+    allowed: set[str],
+) -> Operation | None:
+    if i == len(segs):
+        if node.endpoints is None:
+            return None
+        return _pick(node.endpoints, method, service, host, allowed)
+    seg = segs[i]
+    child = node.static.get(seg)
+    if child is not None:
+        op = _walk(child, segs, i + 1, method, service, host, allowed)
+        if op is not None:
+            return op
+    if not seg:  # an empty segment never fills a parameter
+        return None
+    for pat, child in node.patterns:
+        if pat.regex.fullmatch(seg):
+            op = _walk(child, segs, i + 1, method, service, host, allowed)
+            if op is not None:
+                return op
+    if node.param is not None:
+        return _walk(node.param, segs, i + 1, method, service, host, allowed)
+    return None
+
+
+def _pick(
+    endpoints: dict[str, list[tuple[Scope, Operation]]],
+    method: str,
+    service: tuple[str, ...],
+    host: str | None,
+    allowed: set[str],
+) -> Operation | None:
+    candidates = endpoints.get(method)
+    if candidates is None and method == "HEAD":
+        candidates = endpoints.get("GET")  # HEAD falls back to GET only when the path has no HEAD
+    if candidates is not None:
+        for scope, op in candidates:
+            if scope.admits(service, host):
+                return op
+    for other, ops in endpoints.items():
+        if any(scope.admits(service, host) for scope, _ in ops):
+            allowed.add(other)
+    return None

@@ -1,0 +1,238 @@
+"""Running a plugin phase as an event Kong steps through, one PDK call per round trip.
+
+A handler runs until it makes a PDK call; the call goes to Kong as the reply to HandleEvent or
+Step, and Kong's next Step carries the result back into the handler. Two runners:
+
+- ``GreenletEvent``: the handler is a raw greenlet switched to and from directly (no thread,
+  no queue, no hub hop); used by the gevent server, where every connection shares one thread.
+- ``ThreadEvent``: one OS thread per event and two queues; used by the threading server.
+
+Both turn a handler that raises into ``kong.response.exit(500)``, so a bug never fails open
+and never leaves Kong waiting (kong-pdk 0.36 wedges every later event in that case).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import queue
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+from greenlet import GreenletExit, getcurrent, greenlet
+
+log = logging.getLogger("kong_ace.gateway.server")
+
+RET = "ret"
+TERMINAL = frozenset({"kong.response.exit", "kong.response.error"})
+ERROR_EXIT = {"Method": "kong.response.exit",
+              "Args": [500, {"message": "An unexpected error occurred"}]}
+
+# (done, data): data is a PDK call {"Method", "Args"} or, when done, "ret" or a terminal call.
+Output = tuple[bool, Any]
+Handler = Callable[[Any], Any]
+
+# Kong waits 60 s (lua_socket_read_timeout) for each answer, then logs and lets the request
+# through: a handler silent for this long is abandoned and the request answered 500 first.
+DEFAULT_TIMEOUT = 30.0
+
+
+class PDKError(Exception):
+    """Kong answered a PDK call with an error (plugin.StepError)."""
+
+
+class EventTimeout(Exception):
+    """The handler did not reach its next PDK call in time."""
+
+
+# The event whose handler runs in each greenlet (threading mode: each thread's own greenlet).
+_RUNNING: dict[Any, Event] = {}
+
+
+class _Node:
+    """``kong.x.y`` path; calling it makes the PDK call ``kong.x.y(...)`` for the running event.
+
+    One tree serves every event (building a tree per event cost ~10 us a request): a call
+    finds its event by the greenlet it runs in, so it can never reach another request.
+    """
+
+    __slots__ = ("_name", "_children")
+
+    def __init__(self, name: str) -> None:
+        self._name = name
+        self._children: dict[str, _Node] = {}
+
+    def __getattr__(self, attr: str) -> _Node:
+        if attr.startswith("__"):
+            raise AttributeError(attr)
+        child = self._children.get(attr)
+        if child is None:
+            child = self._children.setdefault(attr, _Node(f"{self._name}.{attr}"))
+        return child
+
+    def __call__(self, *args: Any) -> Any:
+        event = _RUNNING.get(getcurrent())
+        if event is None:
+            raise PDKError(f"{self._name} called outside a running event")
+        return event.pdk(self._name, args)
+
+
+KONG = _Node("kong")
+
+
+class Event:
+    """One phase of one request; subclasses decide how the handler is suspended."""
+
+    def __init__(self, eid: int, handler: Handler, timeout: float = DEFAULT_TIMEOUT) -> None:
+        self.id = eid
+        self.handler = handler
+        self.timeout = timeout
+        self.created = time.monotonic()
+        self.exit_call: dict[str, Any] | None = None
+
+    def pdk(self, method: str, args: tuple[Any, ...]) -> Any:
+        """Called by the handler: make one PDK call and return Kong's answer."""
+        if self.exit_call is not None:
+            raise PDKError(f"{method} after kong.response.exit: Kong has ended the request")
+        call = {"Method": method, "Args": list(args)}
+        if method in TERMINAL:
+            # Kong runs exit and never steps back (the Lua coroutine ends): no reply to wait
+            # for. The event ends when the handler returns; its last word is this call.
+            self.exit_call = call
+            return None
+        data, err = self._suspend(call)
+        if err is not None:
+            raise PDKError(f"{method}: {err}")
+        return data
+
+    def _run(self) -> Output:
+        me = getcurrent()
+        _RUNNING[me] = self
+        try:
+            self.handler(KONG)
+        except GreenletExit:
+            raise
+        except BaseException as exc:  # noqa: BLE001 - a plugin bug must not fail open
+            log.error("handler failed (%s); answering 500", type(exc).__name__,
+                      exc_info=not isinstance(exc, PDKError))
+            return True, self.exit_call or ERROR_EXIT
+        finally:
+            _RUNNING.pop(me, None)
+        return True, self.exit_call or RET
+
+    def start(self) -> Output:
+        """Run the handler to its first PDK call or its end."""
+        raise NotImplementedError
+
+    def resume(self, data: Any, err: Any = None) -> Output:
+        """Hand Kong's answer to the pending PDK call; run to the next call or the end."""
+        raise NotImplementedError
+
+    def _suspend(self, call: dict[str, Any]) -> tuple[Any, Any]:
+        raise NotImplementedError
+
+    def cancel(self) -> None:
+        """Kong will never step this event again: release what it holds."""
+
+
+class GreenletEvent(Event):
+    """Handler in a raw greenlet; every switch returns to whoever resumed it."""
+
+    def __init__(self, eid: int, handler: Handler, timeout: float = DEFAULT_TIMEOUT) -> None:
+        super().__init__(eid, handler, timeout)
+        self._g = greenlet(self._run)
+        self._timer: Any = None  # one libev timer per event, restarted at each switch
+
+    def start(self) -> Output:
+        return self._switch(None)
+
+    def resume(self, data: Any, err: Any = None) -> Output:
+        return self._switch((data, err))
+
+    def _switch(self, value: Any) -> Output:
+        # Kong may send the next Step on another connection (another greenlet): make that one
+        # the parent, so the handler's next call (or its end) returns there.
+        current = getcurrent()
+        self._g.parent = current
+        # The timer only fires while the handler waits on gevent I/O (the hub runs then): it
+        # throws into this greenlet, suspended in switch() below.
+        timer = self._timer
+        if timer is None:
+            from gevent import get_hub  # not at import: the server monkey-patches first
+
+            timer = self._timer = get_hub().loop.timer(self.timeout)
+        timer.start(current.throw, EventTimeout)
+        out: Output | None = None
+        try:
+            out = self._g.switch() if value is None else self._g.switch(value)
+        except EventTimeout:
+            pass
+        finally:
+            timer.stop()
+        if out is None:
+            log.error("event %d: handler silent for %gs; answering 500", self.id, self.timeout)
+            self.cancel()
+            return True, ERROR_EXIT
+        if out[0]:
+            self._close_timer()  # the event is over
+        return out
+
+    def _suspend(self, call: dict[str, Any]) -> tuple[Any, Any]:
+        answer = self._g.parent.switch((False, call))
+        return answer  # type: ignore[no-any-return]
+
+    def _close_timer(self) -> None:
+        if self._timer is not None:
+            self._timer.close()
+            self._timer = None
+
+    def cancel(self) -> None:
+        self._close_timer()
+        if self._g and not self._g.dead:
+            self._g.parent = getcurrent()
+            self._g.throw(GreenletExit)
+
+
+class ThreadEvent(Event):
+    """Handler in its own OS thread, talking through two queues (kong-pdk's model)."""
+
+    def __init__(self, eid: int, handler: Handler, timeout: float = DEFAULT_TIMEOUT) -> None:
+        super().__init__(eid, handler, timeout)
+        self._to_handler: queue.SimpleQueue[Any] = queue.SimpleQueue()
+        self._to_kong: queue.SimpleQueue[Output] = queue.SimpleQueue()
+
+    def start(self) -> Output:
+        t = threading.Thread(target=self._thread_main, name=f"event-{self.id}", daemon=True)
+        t.start()
+        return self._wait()
+
+    def resume(self, data: Any, err: Any = None) -> Output:
+        self._to_handler.put((data, err))
+        return self._wait()
+
+    def _thread_main(self) -> None:
+        with contextlib.suppress(GreenletExit):  # cancelled: Kong will never step again
+            self._to_kong.put(self._run())
+
+    def _wait(self) -> Output:
+        try:
+            return self._to_kong.get(timeout=self.timeout)
+        except queue.Empty:
+            log.error("event %d: handler silent for %gs; answering 500", self.id, self.timeout)
+            self.cancel()
+            return True, ERROR_EXIT
+
+    def _suspend(self, call: dict[str, Any]) -> tuple[Any, Any]:
+        self._to_kong.put((False, call))
+        answer = self._to_handler.get()
+        if answer is None:
+            raise GreenletExit()
+        return answer  # type: ignore[no-any-return]
+
+    def cancel(self) -> None:
+        self._to_handler.put(None)
+
+
+EVENT_TYPES: dict[str, type[Event]] = {"gevent": GreenletEvent, "threading": ThreadEvent}

@@ -1,0 +1,190 @@
+"""The `ace` plugin for Kong's Python PDK: read the request, decide, apply the decision.
+
+Every PDK call is one RPC round trip between Kong and the plugin server, so the adapter reads
+only what the decision needs and writes with multi-header setters:
+
+- allowed: ``$request`` (method + URI in one call), headers, [host], [service], [consumer],
+  upstream ``set_headers``, [response ``set_headers`` for rate-limit headers];
+- denied: ``$request``, headers, [host], [service], [consumer], ``response.exit``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import threading
+from collections.abc import Mapping
+from typing import Any
+
+from cachetools import TTLCache
+
+from kong_ace.core.decision import IDENTITY_HEADERS, UNEXPECTED, Decision, Request
+from kong_ace.core.matcher import Match
+from kong_ace.gateway.compiled import CACHE, Compiled
+from kong_ace.gateway.request_line import parse_query, parse_request_line, strip_query
+from kong_ace.gateway.schema import CONFIG_FIELDS
+
+log = logging.getLogger("kong_ace")
+
+version = "0.1.0"
+priority = 955  # after every auth plugin, before acl (950) and rate-limiting (910)
+Schema = CONFIG_FIELDS
+
+ERROR_BODY = {"message": UNEXPECTED}
+
+# Headers Kong's auth plugins set for the authenticated consumer (kong/constants.lua HEADERS).
+CONSUMER_ID = "X-Consumer-ID"
+CONSUMER_CUSTOM_ID = "X-Consumer-Custom-ID"
+CONSUMER_USERNAME = "X-Consumer-Username"
+CREDENTIAL_IDENTIFIER = "X-Credential-Identifier"
+ANONYMOUS = "X-Anonymous-Consumer"
+
+# An empty list clears a header: Kong's set_headers hands it to ngx.req.set_header, which with
+# an empty table makes the same FFI call as ngx.req.clear_header (lua-resty-core request.lua).
+CLEAR: list[str] = []
+CLEAR_IDENTITY = {name: CLEAR for name in IDENTITY_HEADERS}
+
+
+class PDKError(Exception):
+    """A PDK call answered with an error (Lua-style ``data, err``)."""
+
+
+def _v(result: Any) -> Any:
+    # kong-pdk's Lua-style mode returns (data, err); ours returns data. Lists never come as
+    # tuples from msgpack, so a tuple is always the Lua-style pair.
+    if type(result) is tuple and len(result) == 2:
+        data, err = result
+        if err:
+            raise PDKError(str(err))
+        return data
+    return result
+
+
+class ConsumerCache:
+    """Consumers loaded with kong.client.load_consumer, cached per process for a while."""
+
+    def __init__(self, ttl: float = 30.0, maxsize: int = 1024) -> None:
+        self._lock = threading.Lock()
+        self._cache: TTLCache[str, Mapping[str, Any]] = TTLCache(maxsize=maxsize, ttl=ttl)
+
+    def get(self, kong: Any, ref: str) -> Mapping[str, Any] | None:
+        """The consumer with id or username ``ref``, or None if Kong has none."""
+        with self._lock:
+            found = self._cache.get(ref)
+        if found is not None:
+            return found
+        consumer = _v(kong.client.load_consumer(ref, True))
+        if isinstance(consumer, Mapping) and consumer.get("id"):
+            with self._lock:
+                self._cache[ref] = consumer
+            return consumer
+        return None
+
+
+CONSUMERS = ConsumerCache()
+
+
+def compiled_count() -> int:
+    """How many distinct compiled configs this process holds (for plugin.GetStatus)."""
+    return len(CACHE)
+
+
+class Plugin:
+    """One plugin instance (one per nginx worker and config version); the config is shared."""
+
+    def __init__(self, config: Mapping[str, Any]) -> None:
+        self.compiled: Compiled | None = CACHE.acquire(config)
+
+    def close(self) -> None:
+        """Kong closed this instance: drop our hold on the shared compiled config."""
+        if self.compiled is not None:
+            CACHE.release(self.compiled)
+            self.compiled = None
+
+    def access(self, kong: Any) -> None:
+        """Enforce on one request; any internal error is a 500, never a silent pass."""
+        try:
+            self._access(kong)
+        except Exception as exc:  # noqa: BLE001 - the boundary: nothing may escape to Kong
+            # Name the failure, not the request: headers may hold keys.
+            log.exception("ace: internal error in access phase: %s", type(exc).__name__)
+            # Kong logs plugin-server output at info level only: tell Kong's error log too.
+            with contextlib.suppress(Exception):
+                kong.log.err("ace: internal error: " + type(exc).__name__)
+            kong.response.exit(500, ERROR_BODY)
+
+    def _access(self, kong: Any) -> bool:
+        compiled = self.compiled
+        if compiled is None:
+            raise RuntimeError("instance closed")
+        req, raw_query, routed = self._read(kong, compiled)
+        decision = compiled.enforcer.decide(req, routed)
+        return apply(kong, decision, raw_query, compiled)
+
+    @staticmethod
+    def _read(kong: Any, c: Compiled) -> tuple[Request, str, Match | None]:
+        parsed = parse_request_line(_v(kong.nginx.get_var("request")))
+        if parsed is None:  # unusual request line: ask Kong for each part
+            method = _v(kong.request.get_method())
+            uri = _v(kong.request.get_path_with_query()) or "/"
+        else:
+            method, uri = parsed
+        path, _, raw_query = uri.partition("?")
+        headers = _v(kong.request.get_headers()) or {}
+        host = _v(kong.request.get_host()) if c.host_scoped else None
+        service = _v(kong.router.get_service()) if c.service_scoped else None
+        query = parse_query(raw_query) if c.key_in_query and raw_query else {}
+        req = Request(method, path, headers, query, host, service, None)
+        routed = None
+        if c.needs_consumer:
+            # The consumer only matters once an operation matched; the trie lookup is cheaper
+            # than the round trip, and decide() reuses it.
+            routed = c.enforcer.route(req)
+            if routed.operation is not None:
+                req.consumer = _v(kong.client.get_consumer())
+        return req, raw_query, routed
+
+
+def apply(kong: Any, d: Decision, raw_query: str, c: Compiled) -> bool:
+    """Make Kong carry out ``d``; True when the request was answered (exited)."""
+    if not d.allowed:
+        kong.response.exit(d.status or 500, d.body or ERROR_BODY, dict(d.headers) or None)
+        return True
+    # An operation matched: ACE owns every identity header, seen or not (Kong reads only
+    # the first 100 request headers), and clearing rides on the same call.
+    upstream: dict[str, Any] = {} if d.operation_id is None else dict(CLEAR_IDENTITY)
+    for name in d.clear_upstream_headers:
+        upstream[name] = CLEAR
+    upstream.update(d.upstream_headers)
+    if d.consumer is not None:
+        consumer = CONSUMERS.get(kong, d.consumer)
+        if consumer is None:
+            # Like key-auth with a missing anonymous consumer: a configuration fault, a 500.
+            log.error("ace: consumer '%s' is configured but Kong has no such consumer", d.consumer)
+            kong.response.exit(500, ERROR_BODY)
+            return True
+        _v(kong.client.authenticate(consumer, None))
+        upstream.update(consumer_headers(consumer, anonymous=d.consumer == c.anonymous))
+    if upstream:
+        _v(kong.service.request.set_headers(upstream))
+    if d.clear_query:
+        _v(kong.service.request.set_raw_query(strip_query(raw_query, d.clear_query)))
+    if d.headers:
+        headers = d.headers
+        _v(kong.response.set_headers(headers if type(headers) is dict else dict(headers)))
+    return False
+
+
+def consumer_headers(consumer: Mapping[str, Any], *, anonymous: bool) -> dict[str, Any]:
+    """The upstream headers Kong's auth plugins set for an authenticated consumer."""
+    def value(key: str) -> Any:
+        v = consumer.get(key)
+        return v if isinstance(v, str) and v else CLEAR
+
+    return {
+        CONSUMER_ID: value("id"),
+        CONSUMER_CUSTOM_ID: value("custom_id"),
+        CONSUMER_USERNAME: value("username"),
+        CREDENTIAL_IDENTIFIER: CLEAR,
+        ANONYMOUS: "true" if anonymous else CLEAR,
+    }

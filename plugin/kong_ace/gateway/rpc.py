@@ -1,0 +1,303 @@
+"""Kong's plugin-server RPC (MsgPack:1) for one plugin: instances, events and steps.
+
+Kong's side is kong/runloop/plugin_servers/rpc/mp_rpc.lua: requests ``[0, id, method, [args]]``,
+responses ``[1, id, error, result]``, notifications ``[2, label, args]``.
+"""
+
+from __future__ import annotations
+
+import gc
+import json
+import logging
+import os
+import random
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+import msgpack
+from greenlet import greenlet
+
+from kong_ace.gateway.events import DEFAULT_TIMEOUT, ERROR_EXIT, Event, Output
+
+log = logging.getLogger("kong_ace.gateway.server")
+
+STEP_METHODS = frozenset(
+    "plugin." + m
+    for m in ("Step", "StepMultiMap", "StepCredential", "StepConsumer", "StepRoute",
+              "StepService", "StepMemoryStats", "StepError")
+)
+EVENT_TTL = 300.0  # an event Kong never stepped again (its request died) is dropped after this
+PRUNE_EVERY = 1024
+
+
+class RPCError(Exception):
+    """An error answer to Kong; the message is what Kong logs (or matches on)."""
+
+
+class PluginServer:
+    """Instances and events of the plugin module ``module`` (Plugin, Schema, version, priority)."""
+
+    def __init__(self, name: str, module: Any, event_type: type[Event],
+                 event_timeout: float = DEFAULT_TIMEOUT) -> None:
+        self.name = name
+        self.module = module
+        self.event_type = event_type
+        self.event_timeout = event_timeout
+        self.phases = [p for p in ("certificate", "rewrite", "log", "access", "preread",
+                                   "response") if hasattr(module.Plugin, p)]
+        self.instances: dict[int, dict[str, Any]] = {}
+        self.events: dict[int, Event] = {}
+        self._lock = threading.Lock()
+        # Ids start at a random base: after a restart Kong's stale ids must hit "no plugin
+        # instance" (Kong then restarts its instance), never another config's instance.
+        self._next_instance = random.randrange(1, 2**30)
+        self._next_event = 0
+        self.handlers: dict[str, Callable[..., Any]] = {
+            "plugin.StartInstance": self.start_instance,
+            "plugin.CloseInstance": self.close_instance,
+            "plugin.HandleEvent": self.handle_event,
+            "plugin.GetStatus": self.get_status,
+            "plugin.GetPluginInfo": self.get_plugin_info,
+            "plugin.SetPluginDir": lambda *_: "ok",
+            **{m: self.step for m in STEP_METHODS},
+            "plugin.StepError": self.step_error,
+        }
+
+    # --- plugin info ----------------------------------------------------------------------
+
+    def info(self) -> dict[str, Any]:
+        """The plugin-info record Kong reads from the query command."""
+        return {
+            "Name": self.name,
+            "Phases": self.phases,
+            "Priority": self.module.priority,
+            "Version": self.module.version,
+            "Schema": {
+                "name": self.name,
+                "fields": [{"config": {"type": "record", "fields": list(self.module.Schema)}}],
+            },
+        }
+
+    def get_plugin_info(self, name: str) -> dict[str, Any]:
+        """plugin.GetPluginInfo."""
+        if name != self.name:
+            raise RPCError(f"{name} not initialized")
+        return self.info()
+
+    def get_status(self, *_: Any) -> dict[str, Any]:
+        """plugin.GetStatus; ``Compiled`` counts the distinct compiled configs in memory."""
+        compiled = getattr(self.module, "compiled_count", None)
+        return {"Pid": os.getpid(), "Plugins": {self.name: {
+            "Name": self.name, "Instances": [self._status(i) for i in list(self.instances)],
+            "Events": len(self.events), "Compiled": compiled() if compiled else None}},
+            # For leak checks (tests/hardening): live greenlets and OS threads of the process.
+            "Greenlets": sum(isinstance(o, greenlet) for o in gc.get_objects()),
+            "Threads": threading.active_count()}
+
+    # --- instances ------------------------------------------------------------------------
+
+    def start_instance(self, cfg: dict[str, Any]) -> dict[str, Any]:
+        """plugin.StartInstance {Name, Config: json}: a bad config answers its message."""
+        name = cfg.get("Name") if isinstance(cfg, dict) else None
+        if name != self.name:
+            raise RPCError(f"{name} not initialized")
+        text = cfg.get("Config")
+        try:
+            if not isinstance(text, (str, bytes)):
+                raise ValueError("Config must be a JSON string")
+            config = json.loads(text)
+            plugin = self.module.Plugin(config)
+        except ValueError as exc:  # ConfigError (and JSON shape errors) name the place
+            log.error("%s: rejected config: %s", self.name, exc)
+            raise RPCError(f"{self.name}: invalid configuration: {exc}") from None
+        with self._lock:
+            iid = self._next_instance
+            self._next_instance += 1
+            self.instances[iid] = {"plugin": plugin, "config": config, "start": time.time()}
+        log.info("instance #%d of %s started", iid, self.name)
+        return {"Name": self.name, "Id": iid, "Config": config, "StartTime": time.time()}
+
+    def close_instance(self, iid: int) -> dict[str, Any]:
+        """plugin.CloseInstance id."""
+        with self._lock:
+            inst = self.instances.pop(iid, None)
+        if inst is None:
+            # Kong retries (and restarts the instance) only on this prefix.
+            raise RPCError(f"no plugin instance #{iid}")
+        close = getattr(inst["plugin"], "close", None)
+        if close is not None:
+            close()
+        log.info("instance #%d of %s closed", iid, self.name)
+        return {"Name": self.name, "Id": iid, "Config": inst["config"]}
+
+    def _status(self, iid: int) -> dict[str, Any]:
+        inst = self.instances[iid]
+        return {"Name": self.name, "Id": iid, "StartTime": inst["start"]}
+
+    # --- events ---------------------------------------------------------------------------
+
+    # Kong lets the request through when HandleEvent or Step answers an error (other than
+    # "no plugin instance"): every failure here answers kong.response.exit(500) instead.
+
+    def handle_event(self, ev: dict[str, Any]) -> dict[str, Any]:
+        """plugin.HandleEvent {InstanceId, EventName}: run the phase to its first PDK call."""
+        iid = ev.get("InstanceId")
+        inst = self.instances.get(iid)  # type: ignore[arg-type]
+        if inst is None:
+            raise RPCError(f"no plugin instance #{iid}")
+        with self._lock:
+            eid = self._next_event
+            self._next_event += 1
+        if eid % PRUNE_EVERY == 0:
+            self._prune()
+        phase = ev.get("EventName")
+        if phase not in self.phases:
+            log.error("%s has no phase %r; answering 500", self.name, phase)
+            return {"Data": ERROR_EXIT, "EventId": eid}
+        event = self.event_type(eid, getattr(inst["plugin"], phase), self.event_timeout)
+        self.events[eid] = event
+        return self._reply(event, event.start())
+
+    def step(self, data: dict[str, Any], err: Any = None) -> dict[str, Any]:
+        """plugin.Step* {EventId, Data}: the result of the pending PDK call."""
+        eid = data.get("EventId")
+        event = self.events.get(eid)  # type: ignore[arg-type]
+        if event is None:
+            log.error("step for unknown event %s; answering 500", eid)
+            return {"Data": ERROR_EXIT, "EventId": eid}
+        return self._reply(event, event.resume(data.get("Data"), err))
+
+    def step_error(self, data: dict[str, Any]) -> dict[str, Any]:
+        """plugin.StepError: Kong 3.x never sends it, older Kongs did."""
+        return self.step(data, data.get("Data") or "error")
+
+    def fail_event(self, eid: Any) -> dict[str, Any]:
+        """Drop event ``eid`` and answer Kong with a 500 exit for it."""
+        event = self.events.pop(eid, None)
+        if event is not None:
+            event.cancel()
+        return {"Data": ERROR_EXIT, "EventId": eid}
+
+    def _reply(self, event: Event, out: Output) -> dict[str, Any]:
+        done, data = out
+        if done:
+            self.events.pop(event.id, None)
+        return {"Data": data, "EventId": event.id}
+
+    def _prune(self) -> None:
+        limit = time.monotonic() - EVENT_TTL
+        for eid, event in list(self.events.items()):
+            if event.created < limit:
+                self.events.pop(eid, None)
+                event.cancel()
+
+    # --- dispatch -------------------------------------------------------------------------
+
+    def dispatch(self, method: Any, args: Any) -> Any:
+        """Call the handler of ``method``; raise RPCError for Kong."""
+        handler = self.handlers.get(method) if isinstance(method, str) else None
+        if handler is None:
+            raise RPCError(f"RPC method {method!r} is not supported")
+        if not isinstance(args, list):
+            args = [args]
+        if method == "plugin.HandleEvent" or method in STEP_METHODS:
+            try:
+                return handler(*args)
+            except RPCError:
+                raise
+            except Exception:  # noqa: BLE001 - fail closed, see handle_event
+                log.exception("%s failed; answering 500", method)
+                eid = args[0].get("EventId") if args and isinstance(args[0], dict) else None
+                return self.fail_event(eid)
+        return handler(*args)
+
+
+class Connection:
+    """One Kong connection: frames, dispatches, answers; survives any single bad message."""
+
+    def __init__(self, sock: Any, server: PluginServer) -> None:
+        self.sock = sock
+        self.server = server
+        # Lua strings are bytes: header values need not be UTF-8. surrogateescape keeps them
+        # (and writes them back unchanged) instead of failing the whole connection.
+        self.unpacker = msgpack.Unpacker(raw=False, unicode_errors="surrogateescape",
+                                         strict_map_key=False, max_buffer_size=64 * 1024 * 1024)
+        self.packer = msgpack.Packer(unicode_errors="surrogateescape")
+
+    def serve(self) -> None:
+        """Serve requests until Kong closes the connection."""
+        sock = self.sock
+        # Kong resets its instances when the server pid it last saw changes (mp_rpc.lua).
+        sock.sendall(self.packer.pack([2, "serverPid", os.getpid()]))
+        recv, send = socket_io(sock)
+        while True:
+            chunk = recv(65536)
+            if not chunk:
+                return
+            self.unpacker.feed(chunk)
+            try:
+                for msg in self.unpacker:
+                    send(self.answer(msg))
+            except (ValueError, msgpack.UnpackException) as exc:
+                # The stream itself is broken: no way to find the next message boundary.
+                log.error("malformed RPC stream, closing connection: %s", exc)
+                return
+
+    def answer(self, msg: Any) -> bytes:
+        """The encoded response to one request message."""
+        if not (isinstance(msg, list) and len(msg) == 4 and msg[0] == 0):
+            log.error("ignoring a message that is not an RPC request")
+            return b""
+        _, msgid, method, args = msg
+        try:
+            result = self.server.dispatch(method, args)
+            reply = [1, msgid, None, result]
+        except RPCError as exc:
+            reply = [1, msgid, str(exc), None]
+        except Exception as exc:  # noqa: BLE001 - answer Kong, keep the connection
+            log.exception("rpc #%s %s failed", msgid, method)
+            reply = [1, msgid, f"{self.server.name}: internal error: {type(exc).__name__}", None]
+        try:
+            return self.packer.pack(reply)
+        except Exception as exc:  # noqa: BLE001 - e.g. a PDK argument msgpack cannot encode
+            log.error("rpc #%s %s: cannot encode the reply: %s", msgid, method, exc)
+            result = reply[3]
+            if isinstance(result, dict) and "EventId" in result:
+                return self.packer.pack([1, msgid, None,
+                                         self.server.fail_event(result["EventId"])])
+            return self.packer.pack([1, msgid, f"{self.server.name}: cannot encode reply", None])
+
+
+def socket_io(sock: Any) -> tuple[Callable[[int], bytes], Callable[[bytes], None]]:
+    """(recv, sendall) for a connection; on a gevent socket, with two syscalls less per RPC.
+
+    Kong sends its next message only after reading our answer, so a first non-blocking recv
+    nearly always fails: wait for readability first, then read once. gevent's sendall asks
+    the kernel for SO_SNDBUF on every call; a reply fits the socket buffer, so send it directly
+    and fall back to sendall for a remainder.
+    """
+    raw = getattr(sock, "_sock", None)
+    wait = getattr(sock, "_wait", None)
+    readable = getattr(sock, "_read_event", None)
+    if raw is None or wait is None or readable is None or sock.timeout is not None:
+        return sock.recv, sock.sendall  # a plain socket (threading mode)
+
+    def recv(size: int) -> bytes:
+        while True:
+            wait(readable)
+            try:
+                return raw.recv(size)  # type: ignore[no-any-return]
+            except BlockingIOError:
+                continue  # a spurious wake-up
+
+    def sendall(data: bytes) -> None:
+        try:
+            sent = raw.send(data)
+        except BlockingIOError:
+            sent = 0
+        if sent < len(data):
+            sock.sendall(memoryview(data)[sent:])
+
+    return recv, sendall

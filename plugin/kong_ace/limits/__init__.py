@@ -1,0 +1,1 @@
+"""Rate limits: window strategies over interchangeable counter stores."""

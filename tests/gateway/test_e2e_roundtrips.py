@@ -1,0 +1,63 @@
+"""PDK round trips per request: each PDK call is one RPC between Kong and the plugin server."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+
+from kong_ace.testing import KongNode, PluginServerProcess
+from tests.gateway.support import KEYS, MOBILE, get, kong_yml_config, outcomes_config
+
+WEB_KEY = "ace_web_pGS1PzevuWwCqQ8VdIDE49MqSKjfG0VF"  # the demo key documented in kong.yml
+
+
+@pytest.fixture(scope="module")
+def server() -> Iterator[PluginServerProcess]:
+    with PluginServerProcess() as srv:
+        yield srv
+
+
+def test_example_config_allowed_5_denied_4(server: PluginServerProcess) -> None:
+    node = KongNode(server.socket, kong_yml_config(), consumers=[MOBILE])
+    ok = get(node, "/flights/v1/flights", WEB_KEY)
+    assert ok.status == 200
+    assert ok.pdk_calls == ["kong.nginx.get_var", "kong.request.get_headers",
+                            "kong.client.get_consumer", "kong.service.request.set_headers",
+                            "kong.response.set_headers"]
+    assert ok.rpc_calls == 6  # HandleEvent + one Step per PDK call
+    denied = get(node, "/flights/v1/flights", None)
+    assert denied.status == 401
+    assert denied.pdk_calls == ["kong.nginx.get_var", "kong.request.get_headers",
+                                "kong.client.get_consumer", "kong.response.exit"]
+    assert denied.rpc_calls == 4  # exit gets no Step back
+    unmatched = get(node, "/not/an/api", WEB_KEY)  # 404: no consumer needed
+    assert len(unmatched.pdk_calls) == 3
+    node.close()
+
+
+def test_without_consumer_mapping_allowed_4_denied_3(server: PluginServerProcess) -> None:
+    config = outcomes_config()
+    config["applications"] = [a for a in config["applications"] if not a.get("consumer")]
+    node = KongNode(server.socket, config)
+    assert len(get(node, "/flights/v1/flights", KEYS["good"]).pdk_calls) == 4
+    assert len(get(node, "/flights/v1/flights", None).pdk_calls) == 3
+    node.close()
+
+
+@pytest.mark.parametrize(
+    ("api_extra", "extra_call"),
+    [({"service": "flights"}, "kong.router.get_service"),
+     ({"hosts": ["api.example.com"]}, "kong.request.get_host")],
+)
+def test_scoped_apis_cost_one_more_read(server: PluginServerProcess, api_extra: dict,
+                                        extra_call: str) -> None:
+    config = outcomes_config()
+    config["applications"] = [a for a in config["applications"] if not a.get("consumer")]
+    config["apis"][0].update(api_extra)
+    node = KongNode(server.socket, config)
+    r = get(node, "/flights/v1/flights", KEYS["good"], service={"id": "s1", "name": "flights"},
+            host="api.example.com")
+    assert r.status == 200
+    assert extra_call in r.pdk_calls and len(r.pdk_calls) == 5
+    node.close()
