@@ -1,4 +1,4 @@
-"""The folders are the layers: core and limits never import the Kong edge, the CLI or the harness."""
+"""The folders are the layers: core and limits never import the edge, the CLI or the harness."""
 
 from __future__ import annotations
 
