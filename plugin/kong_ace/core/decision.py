@@ -42,9 +42,13 @@ class Request:
     path: str
     headers: Mapping[str, Any] = field(default_factory=dict)
     query: Mapping[str, Any] = field(default_factory=dict)
-    host: str | None = None
+    host: str | None = None  # the Host header, as Kong's router matches it
     service: Any = None
     consumer: Any = None
+    target: str | None = None  # the raw request target (path and query) as the client sent it
+    authority: str | None = None  # the host of an absolute-form request line, if any
+    credential: bool | None = None  # a credential authenticated ``consumer`` (None: not known)
+    headers_truncated: bool = False  # Kong read only the first N headers
 
 
 @dataclass(slots=True)
