@@ -30,6 +30,7 @@ KONG_KEYS = frozenset(
 TOP_FIELDS = frozenset(
     {"match_policy", "anonymous", "key_names", "key_in_header", "key_in_query", "hide_credentials",
      "specs_dir", "apis", "packages", "applications", "rate_limiting"}
+    | {"log_summary"}
 )
 API_FIELDS = frozenset(
     {"name", "version", "spec_file", "spec", "base_path", "service", "hosts", "operations",
@@ -139,6 +140,7 @@ class Catalog:
     fault_tolerant: bool
     hide_client_headers: bool
     sources: tuple[tuple[str, Path | None, str | None], ...] = field(default=())
+    log_summary: bool = False  # classic mode: hand Kong's log plugins a decision summary
 
     def operations(self) -> list[Operation]:
         """Every operation, in configuration order."""
@@ -238,6 +240,7 @@ def compile_catalog(config: Mapping[str, Any], base_dir: Path | None = None) -> 
         fault_tolerant=_bool(rl, "fault_tolerant", "rate_limiting", True),
         hide_client_headers=_bool(rl, "hide_client_headers", "rate_limiting", False),
         sources=tuple(sources),
+        log_summary=_bool(config, "log_summary", "", False),
     )
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import threading
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -48,6 +49,7 @@ class Compiled:
     key_in_query: bool
     anonymous: str | None
     users: int = field(default=0)
+    compile_seconds: float = 0.0  # how long compiling took (metrics, status)
 
 
 class CompiledCache:
@@ -66,6 +68,7 @@ class CompiledCache:
         with self._lock:
             entry = self._entries.get(key)
             if entry is None:
+                start = time.perf_counter()
                 enforcer = Enforcer(clean, storage=self._storage)
                 cat = enforcer.catalog
                 entry = Compiled(
@@ -76,6 +79,7 @@ class CompiledCache:
                     host_scoped=cat.host_scoped,
                     key_in_query=cat.key_in_query,
                     anonymous=cat.anonymous,
+                    compile_seconds=time.perf_counter() - start,
                 )
                 self._entries[key] = entry
             entry.users += 1
@@ -90,6 +94,11 @@ class CompiledCache:
 
     def __len__(self) -> int:
         return len(self._entries)
+
+    def entries(self) -> list[Compiled]:
+        """The compiled configs held now (status and metrics)."""
+        with self._lock:
+            return list(self._entries.values())
 
 
 CACHE = CompiledCache()

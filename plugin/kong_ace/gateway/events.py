@@ -82,6 +82,12 @@ class _Node:
 KONG = _Node("kong")
 
 
+def pdk_calls() -> int:
+    """PDK calls the running event's handler has made so far (0 outside an event)."""
+    event = _RUNNING.get(getcurrent())
+    return event.calls if event is not None else 0
+
+
 class Event:
     """One phase of one request; subclasses decide how the handler is suspended."""
 
@@ -91,11 +97,13 @@ class Event:
         self.timeout = timeout
         self.created = time.monotonic()
         self.exit_call: dict[str, Any] | None = None
+        self.calls = 0  # PDK calls made so far (metrics: round trips per request)
 
     def pdk(self, method: str, args: tuple[Any, ...]) -> Any:
         """Called by the handler: make one PDK call and return Kong's answer."""
         if self.exit_call is not None:
             raise PDKError(f"{method} after kong.response.exit: Kong has ended the request")
+        self.calls += 1
         call = {"Method": method, "Args": list(args)}
         if method in TERMINAL:
             # Kong runs exit and never steps back (the Lua coroutine ends): no reply to wait

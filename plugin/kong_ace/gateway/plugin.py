@@ -13,14 +13,17 @@ from __future__ import annotations
 import contextlib
 import logging
 import threading
+import time
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, NamedTuple
 
 from cachetools import TTLCache
 
 from kong_ace.core.decision import IDENTITY_HEADERS, UNEXPECTED, Decision, Request
 from kong_ace.core.matcher import Match
+from kong_ace.gateway import metrics, summary
 from kong_ace.gateway.compiled import CACHE, Compiled
+from kong_ace.gateway.events import pdk_calls
 from kong_ace.gateway.request_line import parse_query, parse_request_line, strip_query
 from kong_ace.gateway.schema import CONFIG_FIELDS
 
@@ -89,11 +92,36 @@ def compiled_count() -> int:
     return len(CACHE)
 
 
+def status() -> dict[str, Any]:
+    """What plugin.GetStatus adds about this plugin: rate-limit store health, metrics."""
+    recorder = metrics.RECORDER
+    return {"Configs": [{"Hash": c.key, "Instances": c.users, "CompileSeconds": c.compile_seconds}
+                        for c in CACHE.entries()],
+            "Stores": metrics.STORES.status(),
+            "Metrics": None if recorder is None else {"Applications": recorder.applications}}
+
+
+class Outcome(NamedTuple):
+    """One request's decision, the time decide() took, and whether Kong was told to exit."""
+
+    decision: Decision
+    seconds: float
+    exited: bool
+
+
 class Plugin:
     """One plugin instance (one per nginx worker and config version); the config is shared."""
 
     def __init__(self, config: Mapping[str, Any]) -> None:
-        self.compiled: Compiled | None = CACHE.acquire(config)
+        self.plugin_id = config.get("__plugin_id") if isinstance(config, Mapping) else None
+        try:
+            self.compiled: Compiled | None = CACHE.acquire(config)
+        except ValueError:
+            if metrics.RECORDER is not None:
+                metrics.RECORDER.rejected_config()
+            raise
+        metrics.watch(self.compiled.enforcer.limiter)
+        self.log_summary = self.compiled.enforcer.catalog.log_summary
 
     def close(self) -> None:
         """Kong closed this instance: drop our hold on the shared compiled config."""
@@ -101,25 +129,41 @@ class Plugin:
             CACHE.release(self.compiled)
             self.compiled = None
 
+    def status(self) -> dict[str, Any]:
+        """What plugin.GetStatus shows about this instance."""
+        c = self.compiled
+        return {"PluginId": self.plugin_id, "ConfigHash": None if c is None else c.key}
+
     def access(self, kong: Any) -> None:
         """Enforce on one request; any internal error is a 500, never a silent pass."""
         try:
-            self._access(kong)
+            outcome: Outcome | None = self._access(kong)
         except Exception as exc:  # noqa: BLE001 - the boundary: nothing may escape to Kong
+            outcome = None
             # Name the failure, not the request: headers may hold keys.
             log.exception("ace: internal error in access phase: %s", type(exc).__name__)
             # Kong logs plugin-server output at info level only: tell Kong's error log too.
             with contextlib.suppress(Exception):
                 kong.log.err("ace: internal error: " + type(exc).__name__)
             kong.response.exit(500, ERROR_BODY)
+        recorder = metrics.RECORDER
+        if recorder is not None:
+            record(recorder, self.compiled, outcome)
 
-    def _access(self, kong: Any) -> bool:
+    def _access(self, kong: Any) -> Outcome:
         compiled = self.compiled
         if compiled is None:
             raise RuntimeError("instance closed")
         req, raw_query, routed = self._read(kong, compiled)
+        start = time.perf_counter()
         decision = compiled.enforcer.decide(req, routed)
-        return apply(kong, decision, raw_query, compiled)
+        seconds = time.perf_counter() - start
+        if self.log_summary:
+            # Before apply: nothing can follow kong.response.exit.
+            api = summary.api_of(compiled.enforcer, decision)
+            _v(kong.log.set_serialize_value(summary.SUMMARY_KEY,
+                                            summary.summary(decision, api)))
+        return Outcome(decision, seconds, apply(kong, decision, raw_query, compiled))
 
     @staticmethod
     def _read(kong: Any, c: Compiled) -> tuple[Request, str, Match | None]:
@@ -173,6 +217,19 @@ def apply(kong: Any, d: Decision, raw_query: str, c: Compiled) -> bool:
         headers = d.headers
         _v(kong.response.set_headers(headers if type(headers) is dict else dict(headers)))
     return False
+
+
+def record(recorder: metrics.Recorder, c: Compiled | None, outcome: Outcome | None) -> None:
+    """Count one request in the metrics (after apply, so its every PDK call counts)."""
+    calls = pdk_calls()
+    if outcome is None:
+        recorder.decision(None, None, 0.0, calls)
+        return
+    d = outcome.decision
+    # Allowed but exited: apply() answered 500 for a mapped consumer Kong does not know.
+    why = summary.CONSUMER_NOT_FOUND if outcome.exited and d.allowed else None
+    api = None if d.api is not None or c is None else summary.api_of(c.enforcer, d)
+    recorder.decision(d, api, outcome.seconds, calls, why)
 
 
 def consumer_headers(consumer: Mapping[str, Any], *, anonymous: bool) -> dict[str, Any]:

@@ -48,6 +48,7 @@ class PluginServer:
         self.phases = [p for p in ("certificate", "rewrite", "log", "access", "preread",
                                    "response") if hasattr(module.Plugin, p)]
         self.instances: dict[int, dict[str, Any]] = {}
+        self.started = time.time()
         self.events: dict[int, Event] = {}
         self._lock = threading.Lock()
         # Ids start at a random base: after a restart Kong's stale ids must hit "no plugin
@@ -89,12 +90,15 @@ class PluginServer:
     def get_status(self, *_: Any) -> dict[str, Any]:
         """plugin.GetStatus; ``Compiled`` counts the distinct compiled configs in memory."""
         compiled = getattr(self.module, "compiled_count", None)
+        extra = getattr(self.module, "status", None)  # the plugin's own additions
         return {"Pid": os.getpid(), "Plugins": {self.name: {
             "Name": self.name, "Instances": [self._status(i) for i in list(self.instances)],
-            "Events": len(self.events), "Compiled": compiled() if compiled else None}},
+            "Events": len(self.events), "Compiled": compiled() if compiled else None,
+            **(extra() if extra else {})}},
             # For leak checks (tests/hardening): live greenlets and OS threads of the process.
             "Greenlets": sum(isinstance(o, greenlet) for o in gc.get_objects()),
-            "Threads": threading.active_count()}
+            "Threads": threading.active_count(),
+            "StartTime": self.started, "Uptime": time.time() - self.started}
 
     # --- instances ------------------------------------------------------------------------
 
@@ -134,7 +138,9 @@ class PluginServer:
 
     def _status(self, iid: int) -> dict[str, Any]:
         inst = self.instances[iid]
-        return {"Name": self.name, "Id": iid, "StartTime": inst["start"]}
+        extra = getattr(inst["plugin"], "status", None)
+        return {"Name": self.name, "Id": iid, "StartTime": inst["start"],
+                **(extra() if extra else {})}
 
     # --- events ---------------------------------------------------------------------------
 

@@ -134,6 +134,8 @@ CONFIG_FIELDS: tuple[Field, ...] = (
     {"packages": _array(PACKAGE, required=True, default=[])},
     {"applications": _array(APPLICATION, required=True, default=[])},
     {"rate_limiting": RATE_LIMITING},
+    # Classic mode: kong.log.set_serialize_value("ace", summary), one more PDK call a request.
+    {"log_summary": {"type": "boolean", "required": True, "default": False}},
 )
 
 

@@ -22,7 +22,15 @@ from typing import Any
 NAME = "ace"
 DEFAULT_MODE = "gevent"  # measured ~3x cheaper per request than threading (notes/issue-3.md)
 
+METRICS_ENV = "KONG_ACE_METRICS_LISTEN"
+METRICS_REMOTE_ENV = "KONG_ACE_METRICS_ALLOW_REMOTE"
+METRICS_APPS_ENV = "KONG_ACE_METRICS_APPLICATIONS"
+
 log = logging.getLogger("kong_ace.gateway.server")
+
+
+def _env_flag(name: str) -> bool:
+    return os.environ.get(name, "").strip().lower() in ("1", "true", "yes", "on")
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -51,6 +59,17 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--event-timeout", type=float, default=30.0, metavar="SECONDS",
                    help="answer 500 when a handler is silent this long; below Kong's 60 s "
                         "(default: %(default)s)")
+    p.add_argument("--metrics-listen", default=os.environ.get(METRICS_ENV) or None,
+                   metavar="HOST:PORT",
+                   help="serve Prometheus metrics on http://HOST:PORT/metrics, a loopback "
+                        f"address (default: off; env {METRICS_ENV})")
+    p.add_argument("--metrics-allow-remote", action="store_true",
+                   default=_env_flag(METRICS_REMOTE_ENV),
+                   help=f"allow a non-loopback --metrics-listen address (env {METRICS_REMOTE_ENV})")
+    p.add_argument("--metrics-applications", action="store_true",
+                   default=_env_flag(METRICS_APPS_ENV),
+                   help="label decision metrics with the application id: one series per "
+                        f"application and operation (env {METRICS_APPS_ENV})")
     p.add_argument("--plugin", default=PLUGIN_MODULE, metavar="MODULE",
                    help="module with Plugin, Schema, version, priority served as 'ace' "
                         "(default: %(default)s; others are for tests)")
@@ -82,7 +101,24 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     path = os.path.join(args.prefix, args.socket_name)
     server = build_server(args.mode, args.plugin, args.event_timeout)
+    if args.metrics_listen and not start_metrics(args, server):
+        return 1
     return serve(path, server, args.mode, args.listen_queue_size)
+
+
+def start_metrics(args: argparse.Namespace, server: Any) -> bool:
+    """Record decisions and serve them on --metrics-listen; False (logged) if it cannot."""
+    from kong_ace.gateway import metrics
+
+    try:
+        host, port = metrics.parse_listen(args.metrics_listen,
+                                          allow_remote=args.metrics_allow_remote)
+        recorder = metrics.enable(applications=args.metrics_applications)
+        metrics.serve(host, port, server, recorder)
+    except (ValueError, OSError) as exc:
+        log.error("cannot serve metrics: %s", exc)
+        return False
+    return True
 
 
 PLUGIN_MODULE = "kong_ace.gateway.plugin"

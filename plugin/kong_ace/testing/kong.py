@@ -42,6 +42,7 @@ class Result:
     rpc_calls: int = 0  # HandleEvent + Steps: the socket round trips of this request
     errors: list[str] = field(default_factory=list)  # what Kong would log at error level
     logs: list[tuple[str, str]] = field(default_factory=list)
+    serialize_values: dict[str, Any] = field(default_factory=dict)  # kong.log's additions
 
     @property
     def message(self) -> Any:
@@ -139,6 +140,7 @@ class KongWorker:
 
     def _finish(self, result: Result, pdk: KongPDK, failed: bool = False) -> Result:
         result.logs += pdk.logs
+        result.serialize_values = pdk.serialize_values
         result.consumer = pdk.authenticated[0] if pdk.authenticated else None
         if failed:
             result.status, result.body = 500, dict(UNEXPECTED)

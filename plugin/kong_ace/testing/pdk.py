@@ -119,6 +119,7 @@ class KongPDK:
         self.logs: list[tuple[str, str]] = []
         self.shared: dict[str, Any] = {}
         self.calls: list[str] = []
+        self.serialize_values: dict[str, Any] = {}  # what kong.log.serialize() would add
 
     # --- dispatch -------------------------------------------------------------------------
 
@@ -169,6 +170,7 @@ class KongPDK:
             "kong.response.exit": self.do_exit,
             "kong.response.error": lambda status, msg=None, headers=None: self.do_exit(
                 status, {"message": msg or "An unexpected error occurred"}, headers),
+            "kong.log.set_serialize_value": self.set_serialize_value,
             "kong.ctx.shared.get": lambda k: self.shared.get(k),
             "kong.ctx.shared.set": lambda k, v: self.shared.__setitem__(k, v),
         }
@@ -258,6 +260,21 @@ class KongPDK:
                 self.response_headers.pop(name, None)
             else:
                 self.response_headers[name] = value
+
+    def set_serialize_value(self, key: Any, value: Any = None, options: Any = None) -> None:
+        """kong.log.set_serialize_value (kong/pdk/log.lua): mode set, add or replace."""
+        if not isinstance(key, str):
+            raise LuaError("key must be a string")
+        mode = (options or {}).get("mode") or "set"
+        if mode not in ("set", "add", "replace"):
+            raise LuaError("mode must be 'set', 'add' or 'replace'")
+        if (mode == "add" and key in self.serialize_values) or (
+                mode == "replace" and key not in self.serialize_values):
+            return
+        if value is None:
+            self.serialize_values.pop(key, None)
+        else:
+            self.serialize_values[key] = value
 
     def do_exit(self, status: int, body: Any = None, headers: dict[str, Any] | None = None) -> None:
         """kong.response.exit: the request ends here."""

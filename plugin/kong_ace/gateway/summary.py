@@ -1,0 +1,122 @@
+"""What one decision was, in words: its reason and the summary Kong's logging plugins record.
+
+The core words its denials as Kong's plugins do (core/decision.py); the reason is read back from
+(status, message) here, at the edge, so the core's Decision stays as it is.
+"""
+
+from __future__ import annotations
+
+import weakref
+from collections.abc import Mapping
+from typing import Any
+
+from kong_ace.core import decision as d
+from kong_ace.core.decision import Decision
+
+# Reasons: a small fixed vocabulary, so metric labels stay bounded whatever clients send.
+ALLOWED = "allowed"  # an application was admitted
+PASS_THROUGH = "pass_through"  # no operation matched and match_policy is if_present
+NO_APPLICATION = "no_application"  # matched, admitted without an ACE application (anonymous)
+INTERNAL_ERROR = "internal_error"  # the plugin failed; Kong answers 500
+CONSUMER_NOT_FOUND = "consumer_not_found"  # a mapped consumer Kong does not know: 500
+OTHER = "other"  # a denial this version cannot name
+
+REASONS: dict[tuple[int, str], str] = {
+    (404, d.NO_OPERATION): "no_operation",
+    (405, d.METHOD_NOT_ALLOWED): "method_not_allowed",
+    (401, d.NO_API_KEY): "no_key",
+    (401, d.UNAUTHORIZED): "unknown_key",
+    (401, d.KEY_REVOKED): "revoked",
+    (401, d.KEY_EXPIRED): "expired",
+    (401, d.DUPLICATE_KEY): "duplicate_key",
+    (403, d.NOT_REGISTERED): "not_registered",
+    (403, d.REGISTRATION_MESSAGES["pending"]): "pending",
+    (403, d.REGISTRATION_MESSAGES["rejected"]): "rejected",
+    (403, d.REGISTRATION_MESSAGES["revoked"]): "registration_revoked",
+    (429, d.RATE_LIMITED): "limited",
+    # The only 500 the core decides: the rate-limit store failed and fault_tolerant is false.
+    (500, d.UNEXPECTED): "store_unavailable",
+}
+# RFC 6750 error codes a Bearer challenge may carry (the auth-strategy denials).
+BEARER_ERRORS = ("invalid_request", "invalid_token", "insufficient_scope")
+NO_TOKEN = "no_token"
+
+SUMMARY_KEY = "ace"  # kong.log.set_serialize_value("ace", summary): Kong's log records' key
+
+
+def reason(decision: Decision) -> str:
+    """The reason of ``decision``, one of a fixed set of names."""
+    if decision.allowed:
+        if decision.application_id is not None:
+            return ALLOWED
+        return PASS_THROUGH if decision.operation_id is None else NO_APPLICATION
+    found = REASONS.get((decision.status, decision.message))  # type: ignore[arg-type]
+    return found if found is not None else _unnamed(decision)
+
+
+def _unnamed(decision: Decision) -> str:
+    # Denials added after this table (token strategies) name themselves in their challenge.
+    challenge = _header(decision.headers, "www-authenticate")
+    if isinstance(challenge, str) and challenge.lower().startswith("bearer"):
+        for code in BEARER_ERRORS:
+            if f'error="{code}"' in challenge:
+                return code
+        return NO_TOKEN
+    return OTHER
+
+
+def _header(headers: Mapping[str, Any], name: str) -> Any:
+    for key, value in headers.items():
+        if key.lower() == name:
+            return value
+    return None
+
+
+# Enforcer -> {operation id: API name}, built on first use: denials carry only the operation id.
+_APIS: weakref.WeakKeyDictionary[Any, dict[str, str]] = weakref.WeakKeyDictionary()
+
+
+def api_of(enforcer: Any, decision: Decision) -> str | None:
+    """The API of the decision's operation (the first API with that id, if ids repeat)."""
+    if decision.api is not None or decision.operation_id is None:
+        return decision.api
+    apis = _APIS.get(enforcer)
+    if apis is None:
+        apis = {}
+        for op in enforcer.catalog.operations():
+            apis.setdefault(op.id, op.api)
+        _APIS[enforcer] = apis
+    return apis.get(decision.operation_id)
+
+
+def remaining(decision: Decision) -> int | None:
+    """The quota left in the most restrictive window, when the decision counted one."""
+    value = decision.headers.get("RateLimit-Remaining") if decision.headers else None
+    try:
+        return int(value) if value is not None else None
+    except (TypeError, ValueError):
+        return None
+
+
+def summary(decision: Decision, api: str | None = None, *,
+            why: str | None = None) -> dict[str, Any]:
+    """The log summary of one decision; keys without a value are left out (Lua drops nils).
+
+    ``api``: the operation's API when the decision does not carry it (denials);
+    ``why``: a reason the edge found instead of the decision's own (internal errors).
+    """
+    out: dict[str, Any] = {
+        "outcome": "allowed" if decision.allowed and why is None else "denied",
+        "reason": why or reason(decision),
+    }
+    if not decision.allowed or why is not None:
+        out["status"] = decision.status if why is None else 500
+    for key, value in (("operation", decision.operation_id),
+                       ("application", decision.application_id),
+                       ("package", decision.package),
+                       ("api", decision.api or api),
+                       ("consumer", decision.consumer),
+                       ("remaining", remaining(decision))):
+        if value is not None:
+            out[key] = value
+    return out
