@@ -15,6 +15,7 @@ COMMANDS = {
     "hash-key": "kong_ace.ops.keys:run_hash_key",
     "check": "kong_ace.ops.check:run",
     "explain": "kong_ace.ops.explain:run",
+    "status": "kong_ace.ops.status:run",
 }
 
 
@@ -52,6 +53,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--consumer", help="the Kong consumer another auth plugin authenticated")
     p.add_argument("--host", help="the request's Host")
     p.add_argument("--specs-dir", help="override the ace config's specs_dir")
+    _json_flag(p)
+
+    p = sub.add_parser("status", help="show what a running plugin server holds (instances, "
+                                      "config hashes, stores)")
+    p.add_argument("--socket", metavar="PATH",
+                   help="the plugin server's Unix socket (default: $KONG_ACE_SOCKET, else "
+                        "/usr/local/kong/ace.sock)")
     _json_flag(p)
 
     p = sub.add_parser("demo", help="run the demo", add_help=False)
