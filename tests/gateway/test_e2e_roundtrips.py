@@ -61,3 +61,19 @@ def test_scoped_apis_cost_one_more_read(server: PluginServerProcess, api_extra: 
     assert r.status == 200
     assert extra_call in r.pdk_calls and len(r.pdk_calls) == 5
     node.close()
+
+
+def test_log_summary_costs_one_round_trip_more(server: PluginServerProcess) -> None:
+    node = KongNode(server.socket, kong_yml_config(), consumers=[MOBILE])
+    summary = KongNode(server.socket, {**kong_yml_config(), "log_summary": True},
+                       consumers=[MOBILE])
+    for key, status in ((WEB_KEY, 200), (None, 401)):
+        plain, logged = get(node, "/flights/v1/flights", key), get(summary, "/flights/v1/flights",
+                                                                   key)
+        assert (plain.status, logged.status) == (status, status)
+        assert logged.pdk_calls == ["kong.nginx.get_var", "kong.request.get_headers",
+                                    "kong.client.get_consumer", "kong.log.set_serialize_value",
+                                    *plain.pdk_calls[3:]]
+        assert logged.rpc_calls == plain.rpc_calls + 1
+    node.close()
+    summary.close()

@@ -108,9 +108,11 @@ def render(out: Output, socket: str, status: Mapping[str, Any],
     con.print(table)
 
     stores = [s for s in plugin.get("Stores") or [] if isinstance(s, Mapping)]
-    if "Stores" in plugin:
-        table = Table(title=f"Rate-limit stores ({len(stores) or 'in memory only'})",
-                      title_justify="left")
+    if "Stores" in plugin and not stores:
+        con.print("Rate-limit stores: in-process counters only (nothing remote to watch)",
+                  markup=False)
+    elif stores:
+        table = Table(title=f"Rate-limit stores ({len(stores)})", title_justify="left")
         for col in ("store", "healthy", "calls", "errors", "breaker", "last error"):
             table.add_column(col)
         for s in stores:
