@@ -185,6 +185,7 @@ class Stores:
             counts[0] += 1
             self.latency[key].observe(seconds)
             last = self.last.setdefault(store, {})
+            last["last_ok"] = error is None
             if error is None:
                 last["ok"] = now
             else:
@@ -214,7 +215,7 @@ class Stores:
                 entry["LastError"] = last.get("error")
                 entry["LastErrorMessage"] = last.get("error_message")
                 # Healthy: the last call succeeded and no breaker is open.
-                entry["Healthy"] = ((last.get("ok") or 0) >= (last.get("error") or 0)
+                entry["Healthy"] = (last.get("last_ok", True)
                                     and entry.get("Breaker") != observe.OPEN)
             return list(out.values())
 
