@@ -6,11 +6,13 @@ import pytest
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
+from kong_ace import observe
 from kong_ace.core import decision as d
 from kong_ace.core.decision import Decision, deny
 from kong_ace.gateway import metrics
 from kong_ace.gateway.summary import REASONS, reason, summary
-from kong_ace.limits import observe
+from kong_ace.ops.output import Output
+from kong_ace.ops.status import render
 
 
 def test_every_core_message_has_its_own_reason() -> None:
@@ -110,3 +112,25 @@ def test_the_application_label_is_capped(monkeypatch: pytest.MonkeyPatch) -> Non
     assert got[("kong_ace_decision_seconds_bucket", (("le", "2.5e-05"),))] == 6
     assert got[("kong_ace_decision_seconds_bucket", (("le", "1e-05"),))] == 0
     assert got[("kong_ace_pdk_calls_per_request_sum", ())] == 30
+
+
+def test_idp_fetches_reported_by_a_strategy_reach_metrics_and_status(
+        capsys: pytest.CaptureFixture[str]) -> None:
+    idps = metrics.IdPs(clock=lambda: 1000.0)
+    observe.on_idp_fetch(lambda s, sec, err, what: idps.call(s, what, sec, err))
+    observe.idp_fetched("corp-sso", 0.04)
+    observe.idp_fetched("corp-sso", 2.0, "TimeoutError")
+    got = scrape(Families(idps))
+    assert got[("kong_ace_idp_fetches_total", (("op", "jwks"), ("outcome", "ok"),
+                                               ("strategy", "corp-sso")))] == 1
+    assert got[("kong_ace_idp_fetches_total", (("op", "jwks"), ("outcome", "error"),
+                                               ("strategy", "corp-sso")))] == 1
+    assert got[("kong_ace_idp_fetch_seconds_count", (("op", "jwks"), ("strategy", "corp-sso")))] \
+        == 2
+    (entry,) = idps.status()
+    assert (entry["Strategy"], entry["Errors"], entry["Healthy"],
+            entry["LastErrorMessage"]) == ("corp-sso", 1, False, "TimeoutError")
+    plugin = {"Instances": [], "Events": 0, "IdPs": idps.status()}
+    render(Output(), "/x.sock", {"Pid": 1, "Plugins": {"ace": plugin}}, plugin)
+    out = capsys.readouterr().out
+    assert "Identity providers (1)" in out and "corp-sso" in out and "TimeoutError" in out

@@ -25,9 +25,9 @@ from prometheus_client.core import (
     Metric,
 )
 
+from kong_ace import observe
 from kong_ace.core.decision import Decision
 from kong_ace.gateway import summary as s
-from kong_ace.limits import observe
 from kong_ace.limits.storage.base import StorageUnavailable
 from kong_ace.limits.storage.memory import MemoryStorage
 
@@ -157,34 +157,40 @@ def _histogram(name: str, doc: str, buckets: list[tuple[str, int]], total: float
     return fam
 
 
-class Stores:
-    """Health of the rate-limit stores: calls, errors, latency and circuit-breaker state.
+class Health:
+    """Calls to something the plugin depends on: counts, errors, latency, last outcome.
 
-    Always on (not only with metrics): ``kong-ace status`` reports it too. The in-process
-    memory store is not watched: it does no I/O and cannot fail.
+    Always on (not only with metrics): ``kong-ace status`` reports it too.
     """
+
+    LABEL = "dependency"  # the label naming which one (metrics), and its status key
+    KEY = "Dependency"
+    CALLS = "dependency_calls"
+    SECONDS = "dependency_seconds"
+    WHAT = "a dependency"
+    BUCKETS = STORE_BUCKETS
 
     def __init__(self, clock: Callable[[], float] = time.time) -> None:
         self._lock = _native_lock()
         self._clock = clock
-        # (store, op) -> [calls, errors]; (store, op) -> latency; store -> state and last times
+        # (name, op) -> [calls, errors]; (name, op) -> latency; name -> breaker, last outcome
         self.calls: dict[tuple[str, str], list[int]] = {}
         self.latency: dict[tuple[str, str], Histogram] = {}
         self.breakers: dict[str, str] = {}
         self.last: dict[str, dict[str, Any]] = {}
 
-    def call(self, store: str, op: str, seconds: float, error: str | None) -> None:
-        """One call to ``store`` took ``seconds``; ``error`` names its failure, if any."""
-        key = (store, op)
+    def call(self, name: str, op: str, seconds: float, error: str | None) -> None:
+        """One call to ``name`` took ``seconds``; ``error`` names its failure, if any."""
+        key = (name, op)
         now = self._clock()
         with self._lock:
             counts = self.calls.get(key)
             if counts is None:
                 counts = self.calls[key] = [0, 0]
-                self.latency[key] = Histogram(STORE_BUCKETS)
+                self.latency[key] = Histogram(self.BUCKETS)
             counts[0] += 1
             self.latency[key].observe(seconds)
-            last = self.last.setdefault(store, {})
+            last = self.last.setdefault(name, {})
             last["last_ok"] = error is None
             if error is None:
                 last["ok"] = now
@@ -193,24 +199,24 @@ class Stores:
                 last["error"] = now
                 last["error_message"] = error
 
-    def breaker(self, store: str, state: str) -> None:
-        """``store``'s circuit breaker is now ``state`` (limits.observe.BREAKER_STATES)."""
+    def breaker(self, name: str, state: str) -> None:
+        """``name``'s circuit breaker is now ``state`` (observe.BREAKER_STATES)."""
         with self._lock:
-            self.breakers[store] = state
+            self.breakers[name] = state
 
     def status(self) -> list[dict[str, Any]]:
-        """Per store: calls, errors, last success and failure, breaker state, healthy."""
+        """Per name: calls, errors, last success and failure, breaker state, healthy."""
         with self._lock:
             out: dict[str, dict[str, Any]] = {}
-            for (store, op), (calls, errors) in self.calls.items():
-                entry = out.setdefault(store, {"Store": store, "Calls": 0, "Errors": 0})
+            for (name, op), (calls, errors) in self.calls.items():
+                entry = out.setdefault(name, {self.KEY: name, "Calls": 0, "Errors": 0})
                 entry["Calls"] += calls
                 entry["Errors"] += errors
                 entry.setdefault("Ops", []).append(op)
-            for store, state in self.breakers.items():
-                out.setdefault(store, {"Store": store, "Calls": 0, "Errors": 0})["Breaker"] = state
-            for store, entry in out.items():
-                last = self.last.get(store, {})
+            for name, state in self.breakers.items():
+                out.setdefault(name, {self.KEY: name, "Calls": 0, "Errors": 0})["Breaker"] = state
+            for name, entry in out.items():
+                last = self.last.get(name, {})
                 entry["LastOk"] = last.get("ok")
                 entry["LastError"] = last.get("error")
                 entry["LastErrorMessage"] = last.get("error_message")
@@ -220,33 +226,52 @@ class Stores:
             return list(out.values())
 
     def families(self) -> Iterator[Metric]:
-        """The store metrics as they stand."""
+        """The metrics as they stand."""
         with self._lock:
             calls = {k: list(v) for k, v in self.calls.items()}
             latency = {k: (h.buckets(), h.total) for k, h in self.latency.items()}
             breakers = dict(self.breakers)
-        fam = CounterMetricFamily(f"{PREFIX}_store_calls", "Calls to a rate-limit store",
-                                  labels=["store", "op", "outcome"])
-        for (store, op), (n, errors) in calls.items():
-            fam.add_metric([store, op, "ok"], n - errors)
-            fam.add_metric([store, op, "error"], errors)
+        label = self.LABEL
+        fam = CounterMetricFamily(f"{PREFIX}_{self.CALLS}", f"Calls to {self.WHAT}",
+                                  labels=[label, "op", "outcome"])
+        for (name, op), (n, errors) in calls.items():
+            fam.add_metric([name, op, "ok"], n - errors)
+            fam.add_metric([name, op, "error"], errors)
         yield fam
-        hist = HistogramMetricFamily(f"{PREFIX}_store_seconds", "Rate-limit store call time",
-                                     labels=["store", "op"])
-        for (store, op), (buckets, total) in latency.items():
-            hist.add_metric([store, op], buckets, total)
+        hist = HistogramMetricFamily(f"{PREFIX}_{self.SECONDS}", f"Time of a call to {self.WHAT}",
+                                     labels=[label, "op"])
+        for (name, op), (buckets, total) in latency.items():
+            hist.add_metric([name, op], buckets, total)
         yield hist
-        gauge = GaugeMetricFamily(f"{PREFIX}_store_breaker_state", "Circuit-breaker state of "
-                                  "a rate-limit store (1 for the current state)",
-                                  labels=["store", "state"])
-        for store, current in breakers.items():
-            for state in observe.BREAKER_STATES:
-                gauge.add_metric([store, state], 1.0 if state == current else 0.0)
-        yield gauge
+        if isinstance(self, Stores):
+            gauge = GaugeMetricFamily(f"{PREFIX}_store_breaker_state", "Circuit-breaker state "
+                                      "of a rate-limit store (1 for the current state)",
+                                      labels=[label, "state"])
+            for name, current in breakers.items():
+                for state in observe.BREAKER_STATES:
+                    gauge.add_metric([name, state], 1.0 if state == current else 0.0)
+            yield gauge
+
+
+class Stores(Health):
+    """The rate-limit stores (Redis); the in-process counters do no I/O and are not watched."""
+
+    LABEL, KEY, CALLS, SECONDS = "store", "Store", "store_calls", "store_seconds"
+    WHAT = "a rate-limit store"
+
+
+class IdPs(Health):
+    """Fetches of auth strategies from their identity providers (JWKS, discovery)."""
+
+    LABEL, KEY, CALLS, SECONDS = "strategy", "Strategy", "idp_fetches", "idp_fetch_seconds"
+    WHAT = "an identity provider"
 
 
 STORES = Stores()
+IDPS = IdPs()
 observe.on_breaker_change(STORES.breaker)
+observe.on_idp_fetch(lambda strategy, seconds, error, what: IDPS.call(strategy, what, seconds,
+                                                                      error))
 # Set by the server when --metrics-listen is given; the plugin records decisions only then.
 RECORDER: Recorder | None = None
 
@@ -308,6 +333,7 @@ class Collector:
         """Every kong_ace metric, read now."""
         yield from self.recorder.families()
         yield from self.stores.families()
+        yield from IDPS.families()
         server = self.server
         yield GaugeMetricFamily(f"{PREFIX}_events_in_flight", "Requests between HandleEvent "
                                 "and their last Step", value=len(server.events))

@@ -98,6 +98,7 @@ def status() -> dict[str, Any]:
     return {"Configs": [{"Hash": c.key, "Instances": c.users, "CompileSeconds": c.compile_seconds}
                         for c in CACHE.entries()],
             "Stores": metrics.STORES.status(),
+            "IdPs": metrics.IDPS.status(),
             "Metrics": None if recorder is None else {"Applications": recorder.applications}}
 
 
@@ -148,7 +149,10 @@ class Plugin:
             kong.response.exit(500, ERROR_BODY)
         recorder = metrics.RECORDER
         if recorder is not None:
-            record(recorder, self.compiled, outcome)
+            try:
+                record(recorder, self.compiled, outcome)
+            except Exception as exc:  # noqa: BLE001 - counting must never change an answer
+                log.error("ace: metrics failed: %s", type(exc).__name__)
 
     def _access(self, kong: Any) -> Outcome:
         compiled = self.compiled
@@ -159,7 +163,9 @@ class Plugin:
         decision = compiled.enforcer.decide(req, routed)
         seconds = time.perf_counter() - start
         if self.log_summary:
-            # Before apply: nothing can follow kong.response.exit.
+            # Before apply: nothing can follow kong.response.exit. kong/pdk/log.lua
+            # set_serialize_value (access phase allowed) stores it in ngx.ctx; serialize() in
+            # the log phase hands it to every logging plugin under the "ace" key.
             api = summary.api_of(compiled.enforcer, decision)
             _v(kong.log.set_serialize_value(summary.SUMMARY_KEY,
                                             summary.summary(decision, api)))

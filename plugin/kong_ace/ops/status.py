@@ -29,7 +29,8 @@ NO_SERVER_HINT = "pass --socket (or set KONG_ACE_SOCKET) to the path Kong's " \
 NO_PLUGIN = "the server at {socket} does not serve the '{plugin}' plugin"
 
 # Keys of the plugin entry rendered by name; anything else is rendered generically.
-KNOWN = frozenset({"Name", "Instances", "Events", "Compiled", "Configs", "Stores", "Metrics"})
+KNOWN = frozenset({"Name", "Instances", "Events", "Compiled", "Configs", "Stores", "IdPs",
+                   "Metrics"})
 TOP_KNOWN = frozenset({"Pid", "Plugins", "Greenlets", "Threads", "StartTime", "Uptime"})
 
 
@@ -112,16 +113,10 @@ def render(out: Output, socket: str, status: Mapping[str, Any],
         con.print("Rate-limit stores: in-process counters only (nothing remote to watch)",
                   markup=False)
     elif stores:
-        table = Table(title=f"Rate-limit stores ({len(stores)})", title_justify="left")
-        for col in ("store", "healthy", "calls", "errors", "breaker", "last error"):
-            table.add_column(col)
-        for s in stores:
-            last = s.get("LastError")
-            error = "-" if not last else f"{ago(last, now)} ({s.get('LastErrorMessage') or '?'})"
-            table.add_row(str(s.get("Store")), "yes" if s.get("Healthy") else "NO",
-                          str(s.get("Calls", 0)), str(s.get("Errors", 0)),
-                          str(s.get("Breaker") or "-"), error)
-        con.print(table)
+        con.print(health_table("Rate-limit stores", "store", "Store", stores, now))
+    idps = [s for s in plugin.get("IdPs") or [] if isinstance(s, Mapping)]
+    if idps:
+        con.print(health_table("Identity providers", "strategy", "Strategy", idps, now))
 
     for key, value in plugin.items():
         if key not in KNOWN:
@@ -129,6 +124,21 @@ def render(out: Output, socket: str, status: Mapping[str, Any],
     for key, value in status.items():
         if key not in TOP_KNOWN:
             render_other(out, key, value, now)
+
+
+def health_table(title: str, column: str, key: str, rows: list[Mapping[str, Any]],
+                 now: float) -> Table:
+    """Calls to a dependency (a store, an IdP): healthy, counts, breaker, last error."""
+    table = Table(title=f"{title} ({len(rows)})", title_justify="left")
+    for col in (column, "healthy", "calls", "errors", "breaker", "last error"):
+        table.add_column(col)
+    for row in rows:
+        last = row.get("LastError")
+        error = "-" if not last else f"{ago(last, now)} ({row.get('LastErrorMessage') or '?'})"
+        table.add_row(str(row.get(key)), "yes" if row.get("Healthy") else "NO",
+                      str(row.get("Calls", 0)), str(row.get("Errors", 0)),
+                      str(row.get("Breaker") or "-"), error)
+    return table
 
 
 def render_other(out: Output, key: str, value: Any, now: float) -> None:
