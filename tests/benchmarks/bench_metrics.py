@@ -14,6 +14,7 @@ import argparse
 import os
 import statistics
 import sys
+from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
 
@@ -79,37 +80,40 @@ def hot_path_us(n: int = 200_000) -> tuple[float, float]:
 def main(argv: list[str] | None = None) -> int:
     """Measure every variant in interleaved rounds and print the medians and ratios."""
     p = argparse.ArgumentParser(prog="bench_metrics.py")
-    p.add_argument("--rounds", type=int, default=7)
-    p.add_argument("--requests", type=int, default=4000, help="per variant and round")
+    p.add_argument("--rounds", type=int, default=40)
+    p.add_argument("--requests", type=int, default=3000, help="per variant and round")
     p.add_argument("--workers", type=int, default=2)
     args = p.parse_args(argv)
     load = os.getloadavg()[0]
     print(f"{os.cpu_count()} CPUs, load {load:.2f} at start; {args.rounds} rounds of "
           f"{args.requests} allowed requests per variant, {args.workers} simulated workers")
     req = REQUESTS["allowed"]
-    names = [name for name, _, _ in variants()]
-    cpu: dict[str, list[float]] = {name: [] for name in names}
-    rps: dict[str, list[float]] = {name: [] for name in names}
-    for r in range(args.rounds):
-        # Fresh server processes every round, and each round starts with another variant: no
-        # variant keeps a lucky process or always runs first.
-        runs = variants()
-        runs = runs[r % len(runs):] + runs[:r % len(runs)]
-        for name, srv, config in runs:
-            with srv:
-                pool = Workers(srv.socket, config, args.workers)
-                try:
-                    pool.drive(srv.pid, [req], args.workers * 100, expect=200)  # warm-up
-                    result = pool.drive(srv.pid, [req], args.requests, expect=200)
-                    port = getattr(srv, "metrics_port", None)
-                    if port is not None:  # the metrics saw every request
-                        seen = sum(v for (n, _), v in scrape(port).items()
-                                   if n == "kong_ace_decisions_total")
-                        assert seen == args.workers * 100 + result.requests, (name, seen)
-                finally:
-                    pool.close()
-            cpu[name].append(result.cpu_us)
-            rps[name].append(result.req_per_s)
+    cpu: dict[str, list[float]] = {}
+    rps: dict[str, list[float]] = {}
+    with ExitStack() as stack:
+        runs = []
+        for name, srv, config in variants():
+            stack.enter_context(srv)
+            pool = Workers(srv.socket, config, args.workers)
+            stack.callback(pool.close)
+            pool.drive(srv.pid, [req], args.workers * 100, expect=200)  # instances, warm-up
+            runs.append((name, srv, pool))
+            cpu[name], rps[name] = [], []
+        for r in range(args.rounds):
+            # Short rounds, each starting with another variant: every ratio compares the same
+            # minutes of this (shared) machine, and no variant always runs first.
+            for name, srv, pool in runs[r % len(runs):] + runs[:r % len(runs)]:
+                result = pool.drive(srv.pid, [req], args.requests, expect=200)
+                cpu[name].append(result.cpu_us)
+                rps[name].append(result.req_per_s)
+        for name, srv, _ in runs:  # the metrics saw every request
+            port = getattr(srv, "metrics_port", None)
+            if port is not None:
+                seen = sum(v for (n, _), v in scrape(port).items()
+                           if n == "kong_ace_decisions_total")
+                total = args.workers * 100 + args.rounds * (args.requests // args.workers
+                                                            * args.workers)
+                assert seen == total, (name, seen, total)
     base = statistics.median(cpu["metrics off"])
     print(f"{'variant':<34} {'server CPU/request':>18} {'vs off':>8} {'req/s':>8}")
     for name in cpu:
