@@ -153,11 +153,10 @@ class Recorder:
                                   "rejected (StartInstance answered an error)", value=rejected)
 
 
-def _histogram(name: str, doc: str, buckets: list[tuple[str, int]], total: float,
-               labels: Sequence[str] = (), values: Sequence[str] = (),
-               fam: HistogramMetricFamily | None = None) -> HistogramMetricFamily:
-    fam = fam or HistogramMetricFamily(f"{PREFIX}_{name}", doc, labels=list(labels) or None)
-    fam.add_metric(list(values), buckets, total)
+def _histogram(name: str, doc: str, buckets: list[tuple[str, int]],
+               total: float) -> HistogramMetricFamily:
+    fam = HistogramMetricFamily(f"{PREFIX}_{name}", doc)
+    fam.add_metric([], buckets, total)
     return fam
 
 
@@ -328,16 +327,18 @@ def watch(limiter: Any, stores: Stores = STORES) -> None:
 class Collector:
     """The prometheus_client collector of one plugin server."""
 
-    def __init__(self, recorder: Recorder, server: Any, stores: Stores = STORES) -> None:
+    def __init__(self, recorder: Recorder, server: Any, stores: Stores = STORES,
+                 idps: IdPs = IDPS) -> None:
         self.recorder = recorder
         self.server = server
         self.stores = stores
+        self.idps = idps
 
     def collect(self) -> Iterator[Metric]:
         """Every kong_ace metric, read now."""
         yield from self.recorder.families()
         yield from self.stores.families()
-        yield from IDPS.families()
+        yield from self.idps.families()
         server = self.server
         yield GaugeMetricFamily(f"{PREFIX}_events_in_flight", "Requests between HandleEvent "
                                 "and their last Step", value=len(server.events))
