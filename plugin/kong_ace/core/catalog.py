@@ -49,6 +49,9 @@ REDIS_FIELDS = frozenset(
     {"host", "port", "database", "username", "password", "ssl", "ssl_verify", "server_name",
      "timeout"}
 )
+# Kong adds `$`-prefixed keys inside any record (kong/db/schema/init.lua process_auto_fields
+# puts a "$refs" map of vault references next to the fields it resolved): never ACE's fields.
+KONG_META_PREFIX = "$"
 DURATIONS = {**{f"{k}s": v for k, v in PERIODS.items()}, **PERIODS}
 
 
@@ -580,6 +583,11 @@ def _compile_rate_limiting(rl: Mapping[str, Any]) -> None:
 # --- field readers ----------------------------------------------------------------------------
 
 
+def is_kong_meta(key: Any) -> bool:
+    """True for a key Kong adds inside a record (`$refs`), which carries no ACE meaning."""
+    return isinstance(key, str) and key.startswith(KONG_META_PREFIX)
+
+
 def _join(place: str, key: str) -> str:
     return f"{place}.{key}" if place else key
 
@@ -587,7 +595,9 @@ def _join(place: str, key: str) -> str:
 def _no_unknown(raw: Mapping[str, Any], allowed: frozenset[str], place: str,
                 allow_dunder: bool = False) -> None:
     for key in raw:
-        if key not in allowed and not (allow_dunder and str(key).startswith("__")):
+        if key in allowed or is_kong_meta(key):
+            continue
+        if not (allow_dunder and str(key).startswith("__")):
             name = str(key)
             if not name or not name.isprintable() or name.strip() != name:
                 name = repr(name)  # an empty, blank or control-character name stays visible

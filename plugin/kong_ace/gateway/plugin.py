@@ -89,6 +89,11 @@ def compiled_count() -> int:
     return len(CACHE)
 
 
+def config_status() -> dict[str, Any]:
+    """Rejected configs and cache sizes (for plugin.GetStatus)."""
+    return CACHE.status()
+
+
 class Plugin:
     """One plugin instance (one per nginx worker and config version); the config is shared."""
 
