@@ -213,7 +213,8 @@ class KongNode:
         self.schema = schema if schema is not None else _ace_schema()
         self.resolve: Resolver = env_vault(vault)
         self.raw = raw
-        self.plugin_conf: dict[str, Any] = {}
+        self.processed: Any = {}  # the processed config, without the keys Kong adds per worker
+        self.plugin_conf: dict[str, Any] = {}  # the latest worker copy, keys included
         self.schema_errors: dict[str, str] = {}  # what Kong's own validation would refuse
         self.workers: list[KongWorker] = []
         self.configure(config)
@@ -228,7 +229,8 @@ class KongNode:
             processed, self.schema_errors = config, {}
         else:
             processed, self.schema_errors = process(config, self.schema, self.resolve)
-        self.plugin_conf = processed
+        self.processed = processed
+        self.plugin_conf = self.worker_conf()
         for w in self.workers:
             if workers is None or w.index in workers:
                 w.conf = self.worker_conf()
@@ -238,7 +240,7 @@ class KongNode:
         with self._seq_lock:
             self.seq += 1
             seq = self.seq
-        conf = dict(self.plugin_conf) if isinstance(self.plugin_conf, dict) else {}
+        conf = dict(self.processed) if isinstance(self.processed, dict) else {}
         conf.update({
             "__plugin_id": self.plugin_id,
             "__ws_id": self.ws_id,
