@@ -99,12 +99,17 @@ class Plugin:
 
     def __init__(self, config: Mapping[str, Any]) -> None:
         self.compiled: Compiled | None = CACHE.acquire(config)
+        self._released = False
 
     def close(self) -> None:
-        """Kong closed this instance: drop our hold on the shared compiled config."""
-        if self.compiled is not None:
+        """Kong closed this instance (or the server reaped it): drop our hold on the config.
+
+        The reference stays: an event that already looked this instance up still decides with
+        it (the server may close an instance Kong still uses, see gateway/rpc.py).
+        """
+        if self.compiled is not None and not self._released:
+            self._released = True
             CACHE.release(self.compiled)
-            self.compiled = None
 
     def access(self, kong: Any) -> None:
         """Enforce on one request; any internal error is a 500, never a silent pass."""
