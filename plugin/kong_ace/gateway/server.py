@@ -21,8 +21,8 @@ from typing import Any
 
 NAME = "ace"
 DEFAULT_MODE = "gevent"  # measured ~3x cheaper per request than threading (notes/issue-3.md)
-# Kong's default socket for plugin server <name> is <prefix>/<name>.socket (kong/conf_loader
-# pluginserver_<name>_socket); an operator relying on defaults needs the same name here.
+# Kong's default socket for plugin server <name> is <prefix>/<name>.socket
+# (kong/conf_loader/init.lua, pluginserver_<name>_socket): relying on defaults must work.
 SOCKET_NAME = f"{NAME}.socket"
 DRAIN_TIMEOUT = 5.0  # seconds a stopping server waits for the events in flight
 
