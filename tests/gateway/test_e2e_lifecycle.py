@@ -16,6 +16,7 @@ from kong_ace.gateway import rpc as rpc_module
 from kong_ace.gateway.events import ERROR_EXIT, GreenletEvent
 from kong_ace.gateway.rpc import PluginServer
 from kong_ace.testing import KongNode, KongRPC, PluginServerProcess, noop, server_command
+from kong_ace.testing.process import KongManagedServer
 from tests.gateway.support import MOBILE, get, outcomes_config
 
 
@@ -227,3 +228,27 @@ def test_the_default_socket_is_kongs_convention(tmp_path: Any) -> None:
     finally:
         proc.terminate()
         proc.wait(timeout=10)
+
+
+# --- memory counters live in the server process (README, Rate limits) ------------------------
+
+
+def test_memory_counters_survive_config_changes_and_reset_with_the_process() -> None:
+    seats = "/flights/v1/flights/BA1/seats"  # 2 per minute for the application
+    with KongManagedServer() as managed:
+        node = KongNode(managed.socket, outcomes_config(), workers=1, consumers=[MOBILE])
+        assert [get(node, seats, "good").status for _ in range(3)] == [200, 200, 429]
+        node.configure(outcomes_config(match_policy="if_present"))  # POST /config
+        assert get(node, seats, "good").status == 429  # same process: counts kept
+        pid = managed.pid
+        managed.proc.kill()  # type: ignore[union-attr]  # a crash; Kong respawns the server
+        deadline = time.monotonic() + 30
+        while managed.pid == pid or not os.path.exists(managed.socket):
+            assert time.monotonic() < deadline
+            time.sleep(0.01)
+        r = get(node, seats, "good")
+        while r.errors:  # the respawned server is still starting: Kong let the request through
+            assert time.monotonic() < deadline
+            r = get(node, seats, "good")
+        assert r.status == 200  # a new process: the count started again from zero
+        node.close()
