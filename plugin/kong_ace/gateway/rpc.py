@@ -130,7 +130,8 @@ class PluginServer:
         """
         compiled = getattr(self.module, "compiled_count", None)
         config_status = getattr(self.module, "config_status", None)
-        plugin = {"Name": self.name, "Instances": [self._status(i) for i in list(self.instances)],
+        instances = list(self.instances.items())  # a copy: the reaper may close some meanwhile
+        plugin = {"Name": self.name, "Instances": [self._status(i, inst) for i, inst in instances],
                   "Events": len(self.events), "Compiled": compiled() if compiled else None,
                   "Reaped": self.reaped}
         if config_status is not None:
@@ -218,8 +219,7 @@ class PluginServer:
         return any(other.order > inst.order and _seq_at_least(other.seq, inst.seq)
                    for other in same_plugin)
 
-    def _status(self, iid: int) -> dict[str, Any]:
-        inst = self.instances[iid]
+    def _status(self, iid: int, inst: Instance) -> dict[str, Any]:
         return {"Name": self.name, "Id": iid, "StartTime": inst.start,
                 "PluginId": inst.plugin_id, "Seq": inst.seq,
                 "IdleSeconds": round(self.clock() - inst.used, 3)}
