@@ -152,10 +152,11 @@ class CompiledCache:
                     while len(self._failures) > self._failures_max:
                         self._failures.popitem(last=False)
                     return self._stand_in(pid, key, failure, first=True)
+            self._use(entry)  # before pinning: it must not count as idle while others trim
             if pid is not None:
                 self._pin(pid, key)
                 self._rejections.pop(pid, None)
-            return self._use(entry)
+            return entry
 
     def release(self, entry: Compiled) -> None:
         """One instance using ``entry`` has closed."""
