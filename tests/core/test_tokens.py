@@ -36,7 +36,7 @@ class Clock:
 def auth_config(idp: IdP, **corp: Any) -> dict[str, Any]:
     """Flights under an OpenID strategy, a key package, an open package, a scoped package."""
     strategy = {"name": "corp", "type": "openid_connect", "issuer": idp.issuer,
-                "jwks_uri": idp.jwks_uri, "audience": "flights-api", **corp}
+                "jwks_uri": idp.jwks_uri, "audience": ["flights-api"], **corp}
     return {
         "match_policy": "required",
         "specs_dir": str(SPECS),
