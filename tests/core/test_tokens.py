@@ -383,3 +383,17 @@ def test_key_auth_strategy_with_its_own_key_names(idp: IdP, clock: Clock) -> Non
     assert "x-partner-key" in dec.clear_upstream_headers
     refused = call(enf, "/airports/JFK", apikey=WEB_KEY)
     assert (refused.status, refused.message) == (401, d.NO_API_KEY)
+
+
+def test_non_json_numbers_in_claims_are_malformed(enf: Enforcer, idp: IdP) -> None:
+    # A NaN exp compares false with everything: it must never read as "not expired".
+    import jwt as pyjwt
+
+    for exp in ("NaN", "Infinity"):
+        body = json.dumps({"iss": idp.issuer, "aud": "flights-api", "client_id": "web-client",
+                           "exp": 1}).replace(": 1}", f": {exp}}}")
+        header = _b64(json.dumps({"alg": "RS256", "kid": idp.rsa.kid}).encode())
+        signing = f"{header}.{_b64(body.encode())}"
+        sig = pyjwt.algorithms.RSAAlgorithm(pyjwt.algorithms.RSAAlgorithm.SHA256).sign(
+            signing.encode(), idp.rsa.private)
+        _refused(call(enf, token=f"{signing}.{_b64(sig)}"))

@@ -92,7 +92,8 @@ class Authenticator:
             REFRESHER.watch(keys)
         self.verifier = TokenVerifier(self.key_sets, algorithms, clock)
         self.plans = self._plans()
-        self._views: dict[tuple[str, tuple[str, ...]], Application] = {}
+        # By (app id, names) and, for the token fast path, by (app id, one name).
+        self._views: dict[tuple[str, Any], Application] = {}
 
     def _plans(self) -> dict[int, Plan]:
         built: dict[tuple[str, ...], Plan] = {}
@@ -181,10 +182,21 @@ class Authenticator:
 
     def _by_token(self, op: Operation, plan: Plan, token: str,
                   problem: str | None) -> Decision | Admission:
+        if problem is None and len(plan.tokens) == 1:
+            # The usual case, kept to dict hops: one strategy, a verified (cached) token.
+            verified, _ = self.verifier.verify(token)
+            if verified is not None:
+                s = plan.tokens[0]
+                cid, reason, missing = check(verified, s, self._clock())
+                if reason is None and not missing:
+                    app = self.config.client_ids.get(cid)  # type: ignore[arg-type]
+                    if app is not None:
+                        view = self._views.get((app.id, s.name)) or self._view(app, s.name)
+                        return Admission(view, app.consumer, (), ())
         out = self.judge(plan, token, problem)
         if out.app is not None:
-            return Admission(self.view(out.app, (out.strategy.name,)),  # type: ignore[union-attr]
-                             out.app.consumer, (), ())
+            view = self.view(out.app, (out.strategy.name,))  # type: ignore[union-attr]
+            return Admission(view, out.app.consumer, (), ())
         if out.missing_scopes:
             challenge = {"WWW-Authenticate": 'Bearer realm="kong", error="insufficient_scope", '
                                              f'scope="{" ".join(out.strategy.scopes)}"'}  # type: ignore[union-attr]
@@ -214,6 +226,10 @@ class Authenticator:
                                      verified.claims)
         assert first is not None
         return first
+
+    def _view(self, app: Application, name: str) -> Application:
+        view = self._views[(app.id, name)] = self.view(app, (name,))
+        return view
 
     def view(self, app: Application, names: tuple[str, ...]) -> Application:
         """``app`` with only the registrations whose target uses one of ``names``."""

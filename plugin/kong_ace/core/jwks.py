@@ -14,10 +14,11 @@ import time
 import urllib.request
 import weakref
 from collections.abc import Callable, Mapping
-from typing import Any
+from typing import Any, NamedTuple
 
 from jwt import PyJWK
-from jwt.exceptions import PyJWKError
+from jwt.algorithms import Algorithm
+from jwt.exceptions import InvalidKeyError, PyJWKError
 
 log = logging.getLogger("kong_ace")
 
@@ -34,6 +35,17 @@ BAD_DOCUMENT = "not a JSON object"
 NO_KEYS = "no 'keys' list"
 ISSUER_MISMATCH = "discovery document names issuer '{got}', not '{want}'"
 NO_JWKS_URI = "discovery document has no jwks_uri"
+
+
+class Verifier(NamedTuple):
+    """A public key prepared for one JWS algorithm (PyJWT's implementation of it)."""
+
+    algorithm: Algorithm
+    key: Any
+
+    def verify(self, signing_input: bytes, signature: bytes) -> bool:
+        """Whether ``signature`` is this key's signature of ``signing_input``."""
+        return bool(self.algorithm.verify(signing_input, self.key, signature))
 
 
 class JwksError(Exception):
@@ -101,7 +113,7 @@ class KeySet:
         self.min_refresh = min_refresh
         self.wait = wait
         self.keys: dict[str | None, Mapping[str, Any]] = {}
-        self._prepared: dict[tuple[str | None, str], PyJWK | None] = {}
+        self._prepared: dict[tuple[str | None, str], Verifier | None] = {}
         self.error: str | None = None  # the last fetch failure, for `kong-ace check`
         self.fetched_at: float | None = None
         self.fetches = 0
@@ -160,7 +172,7 @@ class KeySet:
         """Whether the background refresher should fetch again."""
         return self.remote and self._clock() - self._last_attempt >= self.refresh_interval
 
-    def key(self, kid: str | None, alg: str) -> PyJWK | None:
+    def key(self, kid: str | None, alg: str) -> Verifier | None:
         """The key ``kid`` prepared for ``alg``, or None (unknown kid, or a key of another type)."""
         found = self._prepared.get((kid, alg), False)
         if found is not False:
@@ -171,8 +183,11 @@ class KeySet:
         prepared = None
         if jwk is not None and jwk.get("alg") in (None, alg):
             try:
-                prepared = PyJWK(dict(jwk), algorithm=alg)
-            except (PyJWKError, ValueError, TypeError):
+                # PyJWK checks that the key fits the algorithm (type, curve); prepare_key
+                # repeats PyJWT's own checks on the key object.
+                pyjwk = PyJWK(dict(jwk), algorithm=alg)
+                prepared = Verifier(pyjwk.Algorithm, pyjwk.Algorithm.prepare_key(pyjwk.key))
+            except (PyJWKError, InvalidKeyError, ValueError, TypeError):
                 prepared = None  # wrong key type for alg, or a malformed key
         if jwk is not None:
             self._prepared[(kid, alg)] = prepared

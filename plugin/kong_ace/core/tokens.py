@@ -6,10 +6,13 @@ clock, `aud`, scopes, the client id) are checked here so that time never comes f
 
 from __future__ import annotations
 
+import base64
+import binascii
 import contextlib
 import hashlib
 import json
 import logging
+import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -26,6 +29,8 @@ MAX_TOKEN = 8192  # bytes; a larger bearer token is refused before any parsing
 CACHE_SIZE = 10_000  # verified tokens kept per Enforcer
 REJECT_CACHE_SIZE = 1_000  # tokens whose signature failed, kept so a replay costs a dict hop
 _SCHEME = "bearer "
+# A JWS in compact serialization: three base64url parts (RFC 7515 §7.1), no padding.
+_COMPACT = re.compile(r"[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]*")
 
 # Why a token was refused: shown by `kong-ace explain` and logged at debug level, never sent.
 MALFORMED = "not a well-formed JWT"
@@ -76,6 +81,37 @@ def bearer(headers: Mapping[str, Any]) -> tuple[str | None, str | None]:
     return token, (None if token else MALFORMED)
 
 
+def parse_compact(token: str) -> tuple[dict[str, Any], dict[str, Any], bytes, bytes] | None:
+    """(header, claims, signing input, signature) of a JWS compact token, or None if malformed.
+
+    Parsed here, strictly (three base64url parts, JSON objects), because PyJWT's parser checks
+    the alphabet character by character in Python: ~1 ms per token on a loaded machine.
+    """
+    if not _COMPACT.fullmatch(token):
+        return None
+    h, p, s = token.split(".")
+    try:
+        header = json.loads(_unb64(h), parse_constant=_no_constant)
+        claims = json.loads(_unb64(p), parse_constant=_no_constant)
+        signature = _unb64(s)
+    except (ValueError, binascii.Error, UnicodeDecodeError):
+        return None
+    if type(header) is not dict or type(claims) is not dict:
+        return None
+    return header, claims, f"{h}.{p}".encode("ascii"), signature
+
+
+def _no_constant(name: str) -> Any:
+    # NaN and Infinity are not JSON (RFC 8259); an `exp` of NaN would never expire.
+    raise ValueError(f"{name} is not JSON")
+
+
+def _unb64(part: str) -> bytes:
+    if len(part) % 4 == 1:
+        raise ValueError("impossible base64url length")
+    return base64.urlsafe_b64decode(part + "=" * (-len(part) % 4))
+
+
 def token_hash(token: str) -> bytes:
     """The cache key of a token: its SHA-256 (plain tokens are never stored)."""
     return hashlib.sha256(token.encode("utf-8", "surrogateescape")).digest()
@@ -122,11 +158,10 @@ class TokenVerifier:
 
     def _verify(self, token: str) -> tuple[Verified | None, str | None, bool]:
         # Returns (verified, reason, final): a final refusal may be cached, an unknown kid not.
-        try:
-            header = jwt.get_unverified_header(token)
-            claims = jwt.decode(token, options={"verify_signature": False})
-        except (PyJWTError, ValueError, TypeError):
+        parsed = parse_compact(token)
+        if parsed is None:
             return None, MALFORMED, True
+        header, claims, signing_input, signature = parsed
         alg = header.get("alg")
         iss = claims.get("iss")
         if not isinstance(iss, str) or iss not in self._key_sets:
@@ -144,11 +179,10 @@ class TokenVerifier:
             known = kid in keys.keys
             return None, (BAD_SIGNATURE if known else UNKNOWN_KID.format(kid=_show(kid))), known
         try:
-            claims = jwt.decode(token, key=key, algorithms=[alg], options={
-                "verify_signature": True, "verify_exp": False, "verify_nbf": False,
-                "verify_iat": False, "verify_aud": False, "verify_iss": False,
-                "verify_sub": False, "verify_jti": False, "require": []})
-        except (PyJWTError, ValueError, TypeError):
+            good = key.verify(signing_input, signature)  # PyJWT's algorithm, cryptography's math
+        except Exception:  # noqa: BLE001 - any failure inside verification is a bad signature
+            good = False
+        if not good:
             return None, BAD_SIGNATURE, True
         exp = claims.get("exp")
         if isinstance(exp, bool) or not isinstance(exp, (int, float)):
