@@ -11,14 +11,15 @@ import json
 import logging
 import threading
 import time
-import urllib.request
 import weakref
 from collections.abc import Callable, Mapping
-from typing import Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
 
-from jwt import PyJWK
-from jwt.algorithms import Algorithm
-from jwt.exceptions import InvalidKeyError, PyJWKError
+if TYPE_CHECKING:
+    from jwt.algorithms import Algorithm
+
+# PyJWT and urllib.request are imported where used: both import `ssl`, which the plugin server
+# must not load before gevent patches it (tests/limits/test_gevent.py).
 
 log = logging.getLogger("kong_ace")
 
@@ -40,7 +41,7 @@ NO_JWKS_URI = "discovery document has no jwks_uri"
 class Verifier(NamedTuple):
     """A public key prepared for one JWS algorithm (PyJWT's implementation of it)."""
 
-    algorithm: Algorithm
+    algorithm: Algorithm  # PyJWT's
     key: Any
 
     def verify(self, signing_input: bytes, signature: bytes) -> bool:
@@ -54,6 +55,8 @@ class JwksError(Exception):
 
 def http_fetch(url: str, timeout: float) -> bytes:
     """GET ``url`` (the default fetcher); raises JwksError on any failure."""
+    import urllib.request
+
     req = urllib.request.Request(url, headers={"Accept": "application/json",
                                                "User-Agent": "kong-ace"})
     try:
@@ -177,6 +180,9 @@ class KeySet:
         found = self._prepared.get((kid, alg), False)
         if found is not False:
             return found  # type: ignore[return-value]
+        from jwt import PyJWK
+        from jwt.exceptions import InvalidKeyError, PyJWKError
+
         jwk = self.keys.get(kid)
         if jwk is None and kid is None and len(self.keys) == 1:
             jwk = next(iter(self.keys.values()))  # a token without kid, an IdP with one key

@@ -17,9 +17,6 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-import jwt
-from jwt.exceptions import PyJWTError
-
 from kong_ace.core.jwks import KeySet
 from kong_ace.core.strategies import ALGORITHMS, TokenStrategy
 
@@ -258,6 +255,9 @@ def claims_shown(claims: Mapping[str, Any], s: TokenStrategy | None) -> dict[str
 
 def unverified_claims(token: str) -> tuple[dict[str, Any], dict[str, Any]]:
     """(header, claims) without verifying anything: for explanations only."""
+    import jwt
+    from jwt.exceptions import PyJWTError
+
     try:
         return (dict(jwt.get_unverified_header(token)),
                 dict(jwt.decode(token, options={"verify_signature": False})))
