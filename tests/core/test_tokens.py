@@ -143,8 +143,10 @@ def test_wrong_issuer_and_wrong_audience(enf: Enforcer, idp: IdP) -> None:
     assert call(enf, token=idp.token(now=NOW, aud=["other-api", "flights-api"])).allowed
 
 
-def test_token_without_exp_is_refused(enf: Enforcer, idp: IdP) -> None:
+def test_token_without_exp_or_with_critical_extensions_is_refused(enf: Enforcer,
+                                                                  idp: IdP) -> None:
     _refused(call(enf, token=idp.token(now=NOW, exp=None)))
+    _refused(call(enf, token=idp.token(now=NOW, headers={"crit": ["b64"], "b64": False})))
 
 
 def test_unknown_kid_refreshes_once_then_rotation(idp: IdP, clock: Clock) -> None:

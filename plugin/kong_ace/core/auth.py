@@ -92,8 +92,8 @@ class Authenticator:
             REFRESHER.watch(keys)
         self.verifier = TokenVerifier(self.key_sets, algorithms, clock)
         self.plans = self._plans()
-        # By (app id, names) and, for the token fast path, by (app id, one name).
-        self._views: dict[tuple[str, Any], Application] = {}
+        self._views: dict[tuple[str, tuple[str, ...]], Application] = {}
+        self._admissions: dict[tuple[str, str], Admission] = {}
 
     def _plans(self) -> dict[int, Plan]:
         built: dict[tuple[str, ...], Plan] = {}
@@ -191,8 +191,9 @@ class Authenticator:
                 if reason is None and not missing:
                     app = self.config.client_ids.get(cid)  # type: ignore[arg-type]
                     if app is not None:
-                        view = self._views.get((app.id, s.name)) or self._view(app, s.name)
-                        return Admission(view, app.consumer, (), ())
+                        # The admission of an app under one strategy never changes: build once.
+                        got = self._admissions.get((app.id, s.name))
+                        return got if got is not None else self._admission(app, s.name)
         out = self.judge(plan, token, problem)
         if out.app is not None:
             view = self.view(out.app, (out.strategy.name,))  # type: ignore[union-attr]
@@ -227,9 +228,10 @@ class Authenticator:
         assert first is not None
         return first
 
-    def _view(self, app: Application, name: str) -> Application:
-        view = self._views[(app.id, name)] = self.view(app, (name,))
-        return view
+    def _admission(self, app: Application, name: str) -> Admission:
+        got = Admission(self.view(app, (name,)), app.consumer, (), ())
+        self._admissions[(app.id, name)] = got
+        return got
 
     def view(self, app: Application, names: tuple[str, ...]) -> Application:
         """``app`` with only the registrations whose target uses one of ``names``."""

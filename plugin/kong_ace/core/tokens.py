@@ -166,7 +166,8 @@ class TokenVerifier:
         if alg not in ALGORITHMS or alg not in self._algorithms[iss]:
             return None, BAD_ALG.format(alg=_show(alg)), True  # never 'none', never HS*
         kid = header.get("kid")
-        if kid is not None and not isinstance(kid, str):
+        if (kid is not None and not isinstance(kid, str)) or "crit" in header:
+            # RFC 7515 §4.1.11: critical extensions we do not understand make the token invalid.
             return None, MALFORMED, True
         keys = self._key_sets[iss]
         key = keys.key(kid, alg)
