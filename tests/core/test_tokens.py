@@ -399,3 +399,27 @@ def test_non_json_numbers_in_claims_are_malformed(enf: Enforcer, idp: IdP) -> No
         sig = pyjwt.algorithms.RSAAlgorithm(pyjwt.algorithms.RSAAlgorithm.SHA256).sign(
             signing.encode(), idp.rsa.private)
         _refused(call(enf, token=f"{signing}.{_b64(sig)}"))
+
+
+def test_injected_fetcher_and_background_refresh(idp: IdP, clock: Clock) -> None:
+    from kong_ace.core.jwks import REFRESHER
+
+    published = {"keys": [idp.rsa.jwk()]}
+    urls: list[str] = []
+
+    def fetch(url: str, timeout: float) -> bytes:
+        urls.append(url)
+        return json.dumps(published).encode()
+
+    config = auth_config(idp)
+    enf = Enforcer(config, clock=clock, fetcher=fetch)
+    assert urls == [idp.jwks_uri] and idp.jwks_hits == 0  # no network: the fetcher was used
+    assert call(enf, token=idp.token(idp.rsa, now=NOW)).allowed
+    published["keys"].append(idp.ec.jwk())  # the IdP publishes a new key
+    REFRESHER.run_once()
+    assert len(urls) == 1  # not due yet
+    clock.now += 300
+    REFRESHER.run_once()  # what the background thread does every few seconds
+    assert len(urls) == 2
+    enf.auth.key_sets[idp.issuer].min_refresh = 10**9  # no unknown-kid refresh can help
+    assert call(enf, token=idp.token(idp.ec, now=clock.now)).allowed
