@@ -29,17 +29,18 @@ KONG_KEYS = frozenset(
 )
 TOP_FIELDS = frozenset(
     {"match_policy", "anonymous", "key_names", "key_in_header", "key_in_query", "hide_credentials",
-     "specs_dir", "apis", "packages", "applications", "rate_limiting"}
+     "specs_dir", "apis", "packages", "applications", "rate_limiting",
+     "auth_strategies"}  # auth fields: compiled by core/strategies.py
 )
 API_FIELDS = frozenset(
     {"name", "version", "spec_file", "spec", "base_path", "service", "hosts", "operations",
-     "rate_limits"}
+     "rate_limits", "auth_strategy"}
 )
 MANUAL_OP_FIELDS = frozenset({"method", "path", "operation_id"})
-PACKAGE_FIELDS = frozenset({"name", "description", "rate_limits", "operations"})
+PACKAGE_FIELDS = frozenset({"name", "description", "rate_limits", "operations", "auth_strategy"})
 PACKAGE_OP_FIELDS = frozenset({"api", "method", "path", "operation_id", "rate_limits"})
 LIMIT_FIELDS = frozenset({"limit", "duration"})
-APP_FIELDS = frozenset({"id", "name", "consumer", "credentials", "registrations"})
+APP_FIELDS = frozenset({"id", "name", "consumer", "credentials", "registrations", "client_ids"})
 CREDENTIAL_FIELDS = frozenset({"key_hash", "status", "expires_at"})
 REGISTRATION_FIELDS = frozenset({"package", "api", "status"})
 RATE_LIMITING_FIELDS = frozenset(
