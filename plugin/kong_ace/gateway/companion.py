@@ -38,8 +38,10 @@ class MalformedContext(ValueError):
     """ace-context's table is not the shape its handler.lua writes."""
 
 
-def request_from(ctx: Mapping[str, Any], key_in_query: bool = True) -> Request:
+def request_from(ctx: Any, key_in_query: bool = True) -> Request:
     """The core ``Request`` for ace-context's table."""
+    if not isinstance(ctx, Mapping):
+        raise MalformedContext("the request context must be a map")
     method, target = ctx.get("method"), ctx.get("target")
     if not isinstance(method, str) or not isinstance(target, str):
         raise MalformedContext("method and target must be strings")

@@ -125,7 +125,7 @@ class Plugin:
         if compiled is None:
             raise RuntimeError("instance closed")
         ctx = _v(kong.nginx.get_ctx(companion.REQUEST_KEY))
-        if isinstance(ctx, Mapping):
+        if ctx is not None:  # ace-context ran; anything but its table is an error (a 500)
             self._companion(kong, compiled, ctx)
             return False
         if compiled.enforcer.catalog.companions_required:
@@ -137,7 +137,7 @@ class Plugin:
         return apply(kong, decision, raw_query, compiled)
 
     @staticmethod
-    def _companion(kong: Any, c: Compiled, ctx: Mapping[str, Any]) -> None:
+    def _companion(kong: Any, c: Compiled, ctx: Any) -> None:
         # The one write: ace-guard applies the verdict, or answers 503 if it never arrives.
         req = companion.request_from(ctx, c.key_in_query)
         d = c.enforcer.decide(req)
