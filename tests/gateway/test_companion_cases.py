@@ -86,3 +86,34 @@ def test_busted_runs_the_same_cases_on_the_lua() -> None:
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-2000:]
     total = len(CASES["context"]) + len(CASES["guard"])
     assert out.stdout.count("\nok ") + out.stdout.startswith("ok ") >= total
+
+
+def test_lua_and_python_agree_on_keys_limits_and_priorities() -> None:
+    from kong_ace.gateway import companion, plugin
+
+    lua = {name: (ROOT / f"plugin/kong/plugins/{name}/handler.lua").read_text()
+           for name in ("ace-context", "ace-guard")}
+    assert f'REQUEST_KEY = "{companion.REQUEST_KEY}"' in lua["ace-context"]
+    for text in lua.values():
+        assert f'VERDICT_KEY = "{companion.VERDICT_KEY}"' in text
+    assert companions.REQUEST_KEY == companion.REQUEST_KEY
+    assert companions.VERDICT_KEY == companion.VERDICT_KEY
+    assert f"MAX_HEADERS = {companions.MAX_HEADERS}" in lua["ace-context"]
+    assert "PRIORITY = 956" in lua["ace-context"] and "PRIORITY = 954" in lua["ace-guard"]
+    assert 954 < plugin.priority < 956
+
+
+def test_the_image_and_the_example_enable_the_companions_globally() -> None:
+    import yaml
+
+    deck = yaml.safe_load((ROOT / "kong.yml").read_text())
+    names = [p["name"] for p in deck["plugins"]]  # top-level plugins[] are global
+    assert {"ace", "ace-context", "ace-guard"} <= set(names)
+    for service in deck["services"]:
+        scoped = [p["name"] for r in [service, *service.get("routes", [])]
+                  for p in r.get("plugins", [])]
+        assert not {"ace", "ace-context", "ace-guard"} & set(scoped)
+    docker = (ROOT / "Dockerfile").read_text()
+    assert "KONG_PLUGINS=bundled,ace,ace-context,ace-guard" in docker
+    assert "COPY plugin/kong /opt/kong-ace/lua/kong" in docker
+    assert 'KONG_LUA_PACKAGE_PATH="/opt/kong-ace/lua/?.lua;;"' in docker
