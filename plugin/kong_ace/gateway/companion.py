@@ -27,6 +27,7 @@ VERDICT_KEY = "kong_ace_verdict"
 
 ERROR_BODY = {"message": UNEXPECTED}
 REMAINING = "RateLimit-Remaining"
+CLEAR_IDENTITY = list(IDENTITY_HEADERS)  # sent as is; never mutated
 
 # Outcomes in the log summary (kong.log.set_serialize_value("ace", summary)).
 ALLOWED = "allowed"
@@ -42,39 +43,39 @@ def request_from(ctx: Any, key_in_query: bool = True) -> Request:
     """The core ``Request`` for ace-context's table."""
     if not isinstance(ctx, Mapping):
         raise MalformedContext("the request context must be a map")
-    method, target = ctx.get("method"), ctx.get("target")
-    if not isinstance(method, str) or not isinstance(target, str):
+    get = ctx.get
+    method, target = get("method"), get("target")
+    if type(method) is not str or type(target) is not str:
         raise MalformedContext("method and target must be strings")
     raw_path, _, raw_query = target.partition("?")
-    path = ctx.get("path")
-    if not isinstance(path, str) or not path:
+    path = get("path")
+    if type(path) is not str or not path:
         path = raw_path or "/"
-    headers = ctx.get("headers")
+    headers = get("headers")
     # MessagePack.lua packs an empty Lua table as an empty array.
     if not isinstance(headers, Mapping):
         if headers:
             raise MalformedContext("headers must be a map")
         headers = {}
-    consumer = ctx.get("consumer")
-    if not isinstance(consumer, Mapping) or not consumer:
+    consumer = get("consumer")
+    if not consumer or not isinstance(consumer, Mapping):
         consumer = None
     # An anonymous consumer (authenticated without a credential, or marked by its auth
     # plugin) is not an authenticated caller (SPEC §8).
-    credential = consumer is not None and bool(ctx.get("credential")) and not ctx.get("anonymous")
-    host, authority = ctx.get("host"), ctx.get("authority")
-    service = ctx.get("service")
+    credential = consumer is not None and bool(get("credential")) and not get("anonymous")
+    host, authority, service = get("host"), get("authority"), get("service")
     return Request(
         method,
         path,
         headers,
         parse_query(raw_query) if key_in_query and raw_query else {},
-        host if isinstance(host, str) else None,
-        service if isinstance(service, Mapping) and service else None,
+        host if type(host) is str else None,
+        service if service and isinstance(service, Mapping) else None,
         consumer,
         target,
-        authority if isinstance(authority, str) else None,
+        authority if type(authority) is str else None,
         credential,
-        bool(ctx.get("headers_truncated")),
+        bool(get("headers_truncated")),
     )
 
 
@@ -90,22 +91,26 @@ def verdict_for(d: Decision, target: str, anonymous: str | None) -> dict[str, An
             denial["headers"] = dict(d.headers)
         return denial
     # ACE owns its identity headers on every request: clearing costs nothing in Lua.
-    clear = list(IDENTITY_HEADERS)
-    clear += [name for name in d.clear_upstream_headers if name not in clear]
+    extra = d.clear_upstream_headers
     admission: dict[str, Any] = {
         "allow": True,
-        "set": dict(d.upstream_headers),
-        "clear": clear,
+        "set": _plain(d.upstream_headers),
+        "clear": [*IDENTITY_HEADERS, *extra] if extra else CLEAR_IDENTITY,
         "summary": summary(d, PASSED if d.operation_id is None else ALLOWED),
     }
     if d.clear_query:
         admission["query"] = strip_query(target.partition("?")[2], d.clear_query)
     if d.headers:
-        admission["response_headers"] = dict(d.headers)
+        admission["response_headers"] = _plain(d.headers)
     if d.consumer is not None:
         admission["authenticate"] = d.consumer
         admission["anonymous"] = d.consumer == anonymous
     return admission
+
+
+def _plain(headers: Mapping[str, Any]) -> dict[str, Any]:
+    # msgpack packs dicts only; the core's maps are dicts already (no copy on the hot path).
+    return headers if type(headers) is dict else dict(headers)
 
 
 def summary(d: Decision, outcome: str) -> dict[str, Any]:
@@ -113,11 +118,15 @@ def summary(d: Decision, outcome: str) -> dict[str, Any]:
     out: dict[str, Any] = {"outcome": outcome}
     if not d.allowed:
         out["status"] = d.status or 500
-    for name, value in (("operation", d.operation_id), ("application", d.application_id),
-                        ("package", d.package), ("api", d.api)):
-        if value is not None:
-            out[name] = value
+    if d.operation_id is not None:
+        out["operation"] = d.operation_id
+    if d.application_id is not None:
+        out["application"] = d.application_id
+    if d.package is not None:
+        out["package"] = d.package
+    if d.api is not None:
+        out["api"] = d.api
     remaining = d.headers.get(REMAINING) if d.headers else None
-    if isinstance(remaining, (str, int)) and str(remaining).isdigit():
+    if type(remaining) is str and remaining.isdigit():
         out["remaining"] = int(remaining)
     return out
