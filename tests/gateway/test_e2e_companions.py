@@ -26,7 +26,9 @@ def test_required_companions_missing_is_a_500(server: PluginServerProcess) -> No
     classic = KongNode(server.socket, config, consumers=[MOBILE])
     r = get(classic, "/flights/v1/flights", "good")
     assert (r.status, r.body, r.proxied) == (500, UNEXPECTED, False)
-    assert r.pdk_calls == ["kong.nginx.get_ctx", "kong.response.exit"]  # decides on nothing
+    # Decides on nothing, and tells Kong's error log why.
+    assert r.pdk_calls == ["kong.nginx.get_ctx", "kong.log.err", "kong.response.exit"]
+    assert any("companions are required" in msg for level, msg in r.logs if level == "err")
     with_companions = KongNode(server.socket, config, consumers=[MOBILE], companions=True)
     r = get(with_companions, "/flights/v1/flights", "good")
     assert (r.status, r.pdk_calls) == (200, COMPANION_CALLS)

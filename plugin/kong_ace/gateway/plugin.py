@@ -130,6 +130,8 @@ class Plugin:
             return False
         if compiled.enforcer.catalog.companions_required:
             log.error(NO_COMPANIONS)
+            with contextlib.suppress(Exception):  # Kong's error log, as for internal errors
+                kong.log.err(NO_COMPANIONS)
             kong.response.exit(500, ERROR_BODY)
             return True
         req, raw_query, routed = self._read(kong, compiled)
