@@ -180,3 +180,31 @@ def test_no_refused_request_reaches_the_upstream_in_companion_mode(fault: str,
     else:
         # Classic mode is Kong's own fail-open: what leaked is exactly what met an RPC failure.
         assert all(r.errors for r in leaked)
+
+
+@pytest.mark.parametrize("mode", ["companion", "classic"])
+def test_a_slow_decision_fails_closed_only_with_the_companions(mode: str) -> None:
+    """Kong waits 60 s for a Step, then logs the timeout and lets the request through (SPEC
+    §6); here Kong's timeout is 0.5 s and the handler (kong_ace.testing.faulty) hangs."""
+    args = ("--plugin", "kong_ace.testing.faulty", "--event-timeout", "30")
+    with PluginServerProcess(args=args) as srv:
+        node = KongNode(srv.socket, {"fault": "hang"}, workers=1,
+                        companions=mode == "companion")
+        node.workers[0].rpc.timeout = 0.5
+        r = node.request(KongRequest(path="/flights/v1/flights"))
+        node.close()
+    assert r.errors  # Kong gave up waiting
+    if mode == "companion":
+        assert (r.status, r.body, r.proxied) == (503, UNAVAILABLE, False)
+    else:
+        assert r.proxied  # Kong's own fail-open
+
+
+def test_a_plugin_that_writes_no_verdict_is_refused_by_the_guard() -> None:
+    """ace-guard answers 503 whenever no verdict was written, even when the server answered."""
+    with PluginServerProcess(args=("--plugin", "kong_ace.testing.faulty")) as srv:
+        node = KongNode(srv.socket, {"fault": "headers"}, workers=1, companions=True)
+        r = node.request(KongRequest(path="/x"))
+        node.close()
+    assert (r.status, r.body, r.errors) == (503, UNAVAILABLE, [])
+    assert any("no verdict" in msg for level, msg in r.logs if level == "err")
