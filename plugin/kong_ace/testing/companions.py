@@ -44,6 +44,17 @@ def _table(**fields: Any) -> dict[str, Any]:
     return {k: v for k, v in fields.items() if v is not None}
 
 
+def _lua_string(value: Any) -> Any:
+    # Lua strings are bytes: a str carrying undecodable bytes (surrogate escapes, e.g. Kong's
+    # normalised path of /%ff) goes out as those bytes, as MessagePack.lua would send them.
+    if isinstance(value, str):
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            return value.encode("utf-8", "surrogateescape")
+    return value
+
+
 def _pdk(pdk: KongPDK, method: str) -> Any:
     # A Lua-side PDK call: no round trip (pdk.call only records it and honours forced answers).
     return pdk.call(method, [])[1]
@@ -70,10 +81,10 @@ def context(pdk: KongPDK) -> None:
         anonymous = credential is None or _first(headers.get("x-anonymous-consumer")) == "true"
     ctx[REQUEST_KEY] = _table(
         method=_pdk(pdk, "kong.request.get_method"),
-        target=pdk.get_var("request_uri"),
-        path=_pdk(pdk, "kong.request.get_path"),
-        host=pdk.get_var("http_host"),
-        authority=pdk.get_var("host"),
+        target=_lua_string(pdk.get_var("request_uri")),
+        path=_lua_string(_pdk(pdk, "kong.request.get_path")),
+        host=_lua_string(pdk.get_var("http_host")),
+        authority=_lua_string(pdk.get_var("host")),
         headers=headers,
         headers_truncated=truncated,
         consumer=caller,
