@@ -18,6 +18,10 @@ RUN python3 -m venv /opt/kong-ace/venv \
     && /opt/kong-ace/venv/bin/pip install --no-cache-dir --disable-pip-version-check . \
     && /opt/kong-ace/venv/bin/kong-ace-server --dump > /dev/null
 
+# The Lua companions (ace-context, ace-guard): pure Lua on Kong's PDK, found through
+# KONG_LUA_PACKAGE_PATH below (";;" keeps Kong's default path after ours).
+COPY plugin/kong /opt/kong-ace/lua/kong
+
 # kong.yml names /opt/kong-ace/specs as specs_dir.
 COPY specs /opt/kong-ace/specs
 COPY kong.yml /opt/kong-ace/kong.yml
@@ -30,7 +34,8 @@ COPY deploy/docker-entrypoint.sh /opt/kong-ace/docker-entrypoint.sh
 ENV PYTHONUNBUFFERED=1 \
     KONG_DATABASE=off \
     KONG_DECLARATIVE_CONFIG=/opt/kong-ace/kong.yml \
-    KONG_PLUGINS=bundled,ace \
+    KONG_PLUGINS=bundled,ace,ace-context,ace-guard \
+    KONG_LUA_PACKAGE_PATH="/opt/kong-ace/lua/?.lua;;" \
     KONG_PLUGINSERVER_NAMES=ace \
     KONG_PLUGINSERVER_ACE_SOCKET=/usr/local/kong/ace.socket \
     KONG_PLUGINSERVER_ACE_QUERY_CMD="/opt/kong-ace/venv/bin/kong-ace-server --dump"

@@ -179,8 +179,13 @@ def server() -> Iterator[PluginServerProcess]:
         yield srv
 
 
-def test_server_admits_only_the_entitled_and_always_answers(server: PluginServerProcess) -> None:
-    node = KongNode(server.socket, copy.deepcopy(CONFIG), workers=2)
+MODES = pytest.mark.parametrize("companions", [False, True], ids=["classic", "companion"])
+
+
+@MODES
+def test_server_admits_only_the_entitled_and_always_answers(server: PluginServerProcess,
+                                                            companions: bool) -> None:
+    node = KongNode(server.socket, copy.deepcopy(CONFIG), workers=2, companions=companions)
     for w in node.workers:
         w.rpc.timeout = 15.0  # a hang fails the test instead of waiting forever
     admitted: list[str] = []
@@ -218,10 +223,11 @@ def test_server_admits_only_the_entitled_and_always_answers(server: PluginServer
     assert server.alive()
 
 
+@MODES
 def test_positive_control_every_entitled_operation_is_admitted(
-        server: PluginServerProcess) -> None:
+        server: PluginServerProcess, companions: bool) -> None:
     """The oracle says who may pass; each such clean request does pass (server and core)."""
-    node = KongNode(server.socket, copy.deepcopy(CONFIG), workers=1)
+    node = KongNode(server.socket, copy.deepcopy(CONFIG), workers=1, companions=companions)
     checked = 0
     for key, app_id in APP_OF_KEY.items():
         for op in OPS:

@@ -16,6 +16,7 @@ from kong_ace.errors import ConfigError
 from kong_ace.limits.limiter import PERIODS, Limit
 
 MATCH_POLICIES = ("if_present", "required")
+COMPANION_MODES = ("optional", "required")  # are the Lua companions (ace-context/-guard) required
 KEY_STATUSES = ("active", "revoked")
 REGISTRATION_STATUSES = ("approved", "pending", "rejected", "revoked")
 WINDOW_TYPES = ("fixed", "sliding")
@@ -29,7 +30,7 @@ KONG_KEYS = frozenset(
 )
 TOP_FIELDS = frozenset(
     {"match_policy", "anonymous", "key_names", "key_in_header", "key_in_query", "hide_credentials",
-     "specs_dir", "apis", "packages", "applications", "rate_limiting",
+     "specs_dir", "apis", "packages", "applications", "rate_limiting", "companions",
      "auth_strategies"}  # auth fields: compiled by core/strategies.py
 )
 API_FIELDS = frozenset(
@@ -143,6 +144,7 @@ class Catalog:
     fault_tolerant: bool
     hide_client_headers: bool
     sources: tuple[tuple[str, Path | None, str | None], ...] = field(default=())
+    companions_required: bool = False  # no ace-context table: 500 rather than classic mode
 
     def operations(self) -> list[Operation]:
         """Every operation, in configuration order."""
@@ -242,6 +244,8 @@ def compile_catalog(config: Mapping[str, Any], base_dir: Path | None = None) -> 
         fault_tolerant=_bool(rl, "fault_tolerant", "rate_limiting", True),
         hide_client_headers=_bool(rl, "hide_client_headers", "rate_limiting", False),
         sources=tuple(sources),
+        companions_required=_choice(config, "companions", COMPANION_MODES, "",
+                                    "optional") == "required",
     )
 
 

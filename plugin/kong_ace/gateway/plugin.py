@@ -6,6 +6,11 @@ only what the decision needs and writes with multi-header setters:
 - allowed: ``$request`` (method + URI in one call), headers, [host], [service], [consumer],
   upstream ``set_headers``, [response ``set_headers`` for rate-limit headers];
 - denied: ``$request``, headers, [host], [service], [consumer], ``response.exit``.
+
+With the Lua companions (ace-context, ace-guard; ``companion.py``) it is two calls whatever
+the outcome: ``kong.nginx.get_ctx`` of ace-context's table and ``kong.nginx.set_ctx`` of the
+verdict. Every request starts with that ``get_ctx``; without the table it reads as above
+(classic mode), or answers 500 when the config says the companions are required.
 """
 
 from __future__ import annotations
@@ -20,6 +25,7 @@ from cachetools import TTLCache
 
 from kong_ace.core.decision import IDENTITY_HEADERS, UNEXPECTED, Decision, Request
 from kong_ace.core.matcher import Match
+from kong_ace.gateway import companion
 from kong_ace.gateway.compiled import CACHE, Compiled
 from kong_ace.gateway.request_line import parse_query, parse_request_line, strip_query
 from kong_ace.gateway.schema import CONFIG_FIELDS
@@ -31,6 +37,7 @@ priority = 955  # after every auth plugin, before acl (950) and rate-limiting (9
 Schema = CONFIG_FIELDS
 
 ERROR_BODY = {"message": UNEXPECTED}
+NO_COMPANIONS = "ace: companions are required but ace-context left no request table"
 
 # Headers Kong's auth plugins set for the authenticated consumer (kong/constants.lua HEADERS).
 CONSUMER_ID = "X-Consumer-ID"
@@ -127,9 +134,27 @@ class Plugin:
         compiled = self.compiled
         if compiled is None:
             raise RuntimeError("instance closed")
+        ctx = _v(kong.nginx.get_ctx(companion.REQUEST_KEY))
+        if ctx is not None:  # ace-context ran; anything but its table is an error (a 500)
+            self._companion(kong, compiled, ctx)
+            return False
+        if compiled.enforcer.catalog.companions_required:
+            log.error(NO_COMPANIONS)
+            with contextlib.suppress(Exception):  # Kong's error log, as for internal errors
+                kong.log.err(NO_COMPANIONS)
+            kong.response.exit(500, ERROR_BODY)
+            return True
         req, raw_query, routed = self._read(kong, compiled)
         decision = compiled.enforcer.decide(req, routed)
         return apply(kong, decision, raw_query, compiled)
+
+    @staticmethod
+    def _companion(kong: Any, c: Compiled, ctx: Any) -> None:
+        # The one write: ace-guard applies the verdict, or answers 503 if it never arrives.
+        req = companion.request_from(ctx, c.key_in_query)
+        d = c.enforcer.decide(req)
+        verdict = companion.verdict_for(d, req.target or "", c.anonymous)
+        _v(kong.nginx.set_ctx(companion.VERDICT_KEY, verdict))
 
     @staticmethod
     def _read(kong: Any, c: Compiled) -> tuple[Request, str, Match | None]:

@@ -157,6 +157,7 @@ CONFIG_FIELDS: tuple[Field, ...] = (
     {"packages": _array(PACKAGE, required=True, default=[])},
     {"applications": _array(APPLICATION, required=True, default=[])},
     {"rate_limiting": RATE_LIMITING},
+    {"companions": _string(required=True, default="optional", one_of=["optional", "required"])},
     {"auth_strategies": _array(AUTH_STRATEGY)},
 )
 

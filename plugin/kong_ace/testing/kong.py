@@ -28,6 +28,7 @@ import uuid
 from dataclasses import dataclass, field
 from typing import Any
 
+from kong_ace.testing import companions
 from kong_ace.testing.pdk import TERMINAL, KongPDK, KongRequest, LuaError
 from kong_ace.testing.rpc import KongRPC, RPCAbort, RPCFailure
 from kong_ace.testing.schema import Resolver, env_vault, process
@@ -54,6 +55,7 @@ class Result:
     rpc_calls: int = 0  # HandleEvent + Steps: the socket round trips of this request
     errors: list[str] = field(default_factory=list)  # what Kong would log at error level
     logs: list[tuple[str, str]] = field(default_factory=list)
+    serialized: dict[str, Any] = field(default_factory=dict)  # kong.log.set_serialize_value
 
     @property
     def message(self) -> Any:
@@ -120,20 +122,37 @@ class KongWorker:
         return status["Id"]  # type: ignore[no-any-return]
 
     def handle(self, req: KongRequest) -> Result:
-        """Run the access phase of the plugin for ``req`` (mp_rpc.lua handle_event)."""
-        conf = self.conf
+        """Run the access phase of the plugin for ``req`` (mp_rpc.lua handle_event).
+
+        With the node's ``companions``, ace-context (956) runs before the plugin and ace-guard
+        (954) after it, unless the request already ended (an exit, or a Lua error's 500).
+        """
         pdk = KongPDK(req, self.node.consumers)
         result = Result(status=0)
+        if self.node.companions:
+            companions.context(pdk)
+        failed = self._run(pdk, result)
+        if self.node.companions and not failed and pdk.exit is None:
+            try:
+                companions.guard(pdk)
+            except LuaError as exc:
+                result.errors.append(f"ace-guard: {exc}")
+                failed = True
+        return self._finish(result, pdk, failed=failed)
+
+    def _run(self, pdk: KongPDK, result: Result) -> bool:
+        """The plugin's access handler; True when Kong fails the request with a 500."""
+        conf = self.conf
         for _attempt in range(MAX_RETRIES + 1):
             try:
                 iid = self.instance_id(conf)
             except RPCFailure as exc:
                 # error(err) in get_instance_id: the request fails with Kong's 500.
                 result.errors.append(f"starting instance: {exc}")
-                return self._finish(result, pdk, failed=True)
+                return True
             except RPCAbort as exc:
                 result.errors.append(f"starting instance: {exc}")
-                return self._finish(result, pdk, failed=True)
+                return True
             try:
                 self._bridge_loop(iid, pdk, result)
             except RPCFailure as exc:
@@ -145,13 +164,13 @@ class KongWorker:
                 result.errors.append(str(exc))  # kong.log.err(err): the request goes on
             except RPCAbort as exc:
                 result.errors.append(f"Lua error: {exc}")  # raised in Rpc:call: a 500
-                return self._finish(result, pdk, failed=True)
+                return True
             except LuaError as exc:
                 result.errors.append(f"PDK error: {exc}")
-                return self._finish(result, pdk, failed=True)
-            return self._finish(result, pdk)
+                return True
+            return False
         result.errors.append("gave up after repeated 'no plugin instance'")
-        return self._finish(result, pdk)
+        return False
 
     def _bridge_loop(self, iid: int, pdk: KongPDK, result: Result) -> None:
         result.rpc_calls += 1
@@ -174,6 +193,7 @@ class KongWorker:
 
     def _finish(self, result: Result, pdk: KongPDK, failed: bool = False) -> Result:
         result.logs += pdk.logs
+        result.serialized = pdk.serialized
         result.consumer = pdk.authenticated[0] if pdk.authenticated else None
         if failed:
             result.status, result.body = 500, dict(UNEXPECTED)
@@ -199,8 +219,9 @@ class KongNode:
                  plugin_name: str = "ace", consumers: list[dict[str, Any]] | None = None,
                  fresh_connections: bool = False, schema: dict[str, Any] | None = None,
                  vault: dict[str, str] | None = None, instance_name: str | None = None,
-                 raw: bool = False) -> None:
+                 raw: bool = False, companions: bool = False) -> None:
         self.socket = socket
+        self.companions = companions  # run the Lua companions around the plugin (SPEC §9)
         self.plugin_name = plugin_name
         self.fresh_connections = fresh_connections
         self.plugin_id = str(uuid.uuid4())

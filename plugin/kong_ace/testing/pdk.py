@@ -118,6 +118,8 @@ class KongPDK:
         self.exit: tuple[int, Any, dict[str, Any]] | None = None
         self.logs: list[tuple[str, str]] = []
         self.shared: dict[str, Any] = {}
+        self.ctx: dict[str, Any] = {}  # ngx.ctx: what the Lua companions and get/set_ctx share
+        self.serialized: dict[str, Any] = {}  # kong.log.set_serialize_value
         self.calls: list[str] = []
 
     # --- dispatch -------------------------------------------------------------------------
@@ -169,6 +171,9 @@ class KongPDK:
             "kong.response.exit": self.do_exit,
             "kong.response.error": lambda status, msg=None, headers=None: self.do_exit(
                 status, {"message": msg or "An unexpected error occurred"}, headers),
+            "kong.nginx.get_ctx": lambda k: self.ctx.get(k),
+            "kong.nginx.set_ctx": lambda k, v: self.ctx.__setitem__(k, v),
+            "kong.log.set_serialize_value": lambda k, v, *_: self.serialized.__setitem__(k, v),
             "kong.ctx.shared.get": lambda k: self.shared.get(k),
             "kong.ctx.shared.set": lambda k, v: self.shared.__setitem__(k, v),
         }
@@ -187,6 +192,7 @@ class KongPDK:
             "request_method": self.req.method,
             "args": self.raw_query or None,
             "host": self.req.host.lower().split(":")[0],
+            "http_host": self.get_header("host") or self.req.host,
             "scheme": "http",
         }.get(name)
 
