@@ -26,6 +26,15 @@ KEYS = {
 }
 
 
+MODES = ["classic", "companion"]
+COMPANION_CALLS = ["kong.nginx.get_ctx", "kong.nginx.set_ctx"]  # SPEC §9: two per request
+
+
+def node_in(mode: str, socket: str, config: dict[str, Any], **kw: Any) -> KongNode:
+    """A KongNode in ``mode``: "companion" runs ace-context and ace-guard around the plugin."""
+    return KongNode(socket, config, companions=mode == "companion", **kw)
+
+
 def kong_yml_config() -> dict[str, Any]:
     """The example kong.yml's ace config, specs from the repo."""
     return ace_config(KONG_YML, SPECS)

@@ -30,7 +30,7 @@ def node(server: PluginServerProcess) -> Iterator[KongNode]:
 def test_allowed_request_logs_operation_application_package_and_quota(node: KongNode) -> None:
     r = get(node, FLIGHTS, "good")
     assert r.status == 200
-    assert r.serialize_values == {"ace": {
+    assert r.serialized == {"ace": {
         "outcome": "allowed", "reason": "allowed", "operation": "listFlights",
         "application": "good", "package": "basic", "api": "flights", "remaining": 999}}
 
@@ -49,16 +49,16 @@ def test_denials_log_their_reason(node: KongNode, key: str | None, path: str,
                                   expected: dict) -> None:
     r = get(node, path, key)
     assert r.status == expected["status"]
-    assert r.serialize_values == {"ace": {"outcome": "denied", **expected}}
+    assert r.serialized == {"ace": {"outcome": "denied", **expected}}
 
 
 def test_limited_request_logs_no_quota_left(node: KongNode) -> None:
     seats = "/flights/v1/flights/BA1/seats"
-    remaining = [get(node, seats, "good").serialize_values["ace"]["remaining"] for _ in range(2)]
+    remaining = [get(node, seats, "good").serialized["ace"]["remaining"] for _ in range(2)]
     assert remaining == [1, 0]
     r = get(node, seats, "good")
     assert r.status == 429
-    assert r.serialize_values["ace"] == {
+    assert r.serialized["ace"] == {
         "outcome": "denied", "status": 429, "reason": "limited", "operation": "listSeats",
         "application": "good", "api": "flights", "remaining": 0}
 
@@ -66,12 +66,12 @@ def test_limited_request_logs_no_quota_left(node: KongNode) -> None:
 def test_no_key_ever_reaches_the_log(node: KongNode) -> None:
     for key in ("good", "revoked", "not-a-key-at-all"):
         r = get(node, FLIGHTS, key)
-        assert KEYS.get(key, key) not in repr(r.serialize_values)
+        assert KEYS.get(key, key) not in repr(r.serialized)
 
 
 def test_off_by_default(server: PluginServerProcess) -> None:
     node = KongNode(server.socket, outcomes_config(), workers=1)
     r = get(node, FLIGHTS, "good")
-    assert r.status == 200 and r.serialize_values == {}
+    assert r.status == 200 and r.serialized == {}
     assert "kong.log.set_serialize_value" not in r.pdk_calls
     node.close()

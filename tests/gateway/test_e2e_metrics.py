@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import os
 import shutil
+import signal
 import subprocess
 import sys
+import time
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
@@ -13,7 +16,7 @@ import pytest
 
 from kong_ace import Enforcer
 from kong_ace.gateway.compiled import canonical_config, config_key
-from kong_ace.testing import KongNode, KongRPC, PluginServerProcess, Result
+from kong_ace.testing import KongNode, KongRPC, PluginServerProcess, Result, RPCFailure
 from tests.gateway.scrape import delta, free_port, labels, metrics_server, scrape, scrape_text
 from tests.gateway.support import KEYS, get, outcomes_config
 from tests.redis_server import RedisServer
@@ -58,6 +61,7 @@ def test_scraped_counters_equal_the_mix_exactly(server: PluginServerProcess,
 
     # A: match_policy required, local counters; Kong knows no consumer "mobile".
     a = KongNode(server.socket, outcomes_config(), workers=1)
+    hash_a = config_key(canonical_config(a.plugin_conf))
 
     def send(node: KongNode, path: str, key: str | None = None, **kw) -> Result:
         r = get(node, path, key, **kw)
@@ -92,15 +96,18 @@ def test_scraped_counters_equal_the_mix_exactly(server: PluginServerProcess,
     redis.stop()
     assert send(b, FLIGHTS, "good").status == 500  # the store is down: deny, never pass
 
-    # C: a config the core rejects (Kong's schema would have let it through).
+    # C: a config the core rejects (Kong's schema would have let it through), no last good one.
     c = KongNode(server.socket, {"apis": [{"name": "x"}]}, workers=1)
     assert c.request(path="/").status == 500
+    # A's next config is rejected too: A keeps serving its last good config (and counting).
+    a.configure({"apis": [{"name": "y"}]})
+    assert send(a, FLIGHTS, "good").status == 200
 
     after = scrape(port)
     flights, bookings = op_id("GET", FLIGHTS), op_id("GET", BOOKINGS)
     seats, booking = op_id("GET", SEATS), op_id("GET", f"{BOOKINGS}/B1")
     assert delta(before, after, DECISIONS) == Counter({
-        d("proxied", "allowed", flights, "flights", "basic"): 3 + 2,
+        d("proxied", "allowed", flights, "flights", "basic"): 3 + 2 + 1,
         d("401", "no_key", flights, "flights"): 2,
         d("401", "unknown_key", flights, "flights"): 1,
         d("401", "revoked", flights, "flights"): 1,
@@ -133,11 +140,16 @@ def test_scraped_counters_equal_the_mix_exactly(server: PluginServerProcess,
     })
     assert delta(before, after, "kong_ace_store_seconds_count") == \
         Counter({labels(store="redis", op="acquire"): 3})
-    assert delta(before, after, "kong_ace_config_rejected_total") == Counter({labels(): 1})
-    # Each node's one worker runs one instance, of its config's hash.
-    hash_a = config_key(canonical_config(a.plugin_conf))
+    # Each node's one worker runs one instance, of its (last good) config's hash.
     hash_b = config_key(canonical_config(b.plugin_conf))
-    assert after[("kong_ace_instances", labels(plugin_id=a.plugin_id, config_hash=hash_a))] == 1
+    rejected = {k[1]: v for k, v in after.items() if k[0] == "kong_ace_config_rejected"}
+    assert rejected == {
+        labels(plugin_id=c.plugin_id, config_hash=config_key(canonical_config(c.plugin_conf)),
+               serving=""): 1,
+        labels(plugin_id=a.plugin_id, config_hash=config_key(canonical_config(a.plugin_conf)),
+               serving=hash_a): 1,
+    }
+    assert after[("kong_ace_instances", labels(plugin_id=a.plugin_id, config_hash=hash_a))] >= 1
     assert after[("kong_ace_instances", labels(plugin_id=b.plugin_id, config_hash=hash_b))] == 1
     assert after[("kong_ace_config_compile_seconds", labels(config_hash=hash_a))] > 0
     assert after[("kong_ace_events_in_flight", labels())] == 0
@@ -258,3 +270,29 @@ def test_dump_ignores_the_metrics_flags() -> None:
                           "--metrics-listen", "0.0.0.0:1"], capture_output=True, text=True,
                          timeout=60, check=True)
     assert out.stdout.startswith("[{")
+
+
+def test_a_supervised_server_serves_metrics_from_each_serving_process() -> None:
+    port = free_port()
+    env = {"KONG_ACE_METRICS_LISTEN": f"127.0.0.1:{port}"}  # as the Docker image passes it
+    with PluginServerProcess(args=("--supervise",), env=env) as sup:
+        first = KongRPC(sup.socket).call("plugin.GetStatus")["Pid"]
+        assert first != sup.pid  # the supervisor serves nothing itself: its child does
+        node = KongNode(sup.socket, outcomes_config(), workers=1)
+        assert get(node, FLIGHTS, "good").status == 200
+        assert sum(v for (n, _), v in scrape(port).items() if n == DECISIONS) == 1
+        os.kill(first, signal.SIGKILL)
+        deadline = time.monotonic() + 30
+        while True:  # the supervisor restarts the child at once; its listener follows
+            try:
+                status = KongRPC(sup.socket, timeout=5).call("plugin.GetStatus")
+                if status["Pid"] != first:
+                    samples = scrape(port)
+                    break
+            except (RPCFailure, OSError):
+                pass
+            assert time.monotonic() < deadline, "no restarted server with metrics"
+            time.sleep(0.05)  # polling a restart, bounded by the deadline
+        assert ("kong_ace_events_in_flight", labels()) in samples
+        assert sum(v for (n, _), v in samples.items() if n == DECISIONS) == 0  # a new process
+        node.close()

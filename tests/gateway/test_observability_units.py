@@ -9,6 +9,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from kong_ace import observe
 from kong_ace.core import decision as d
 from kong_ace.core.decision import Decision, deny
+from kong_ace.core.jwks import JwksError, KeySet
 from kong_ace.gateway import metrics
 from kong_ace.gateway.summary import REASONS, reason, summary
 from kong_ace.ops.output import Output
@@ -42,6 +43,7 @@ def test_allowed_reasons() -> None:
 def test_summary_leaves_out_what_is_unknown() -> None:
     assert summary(deny(404, d.NO_OPERATION)) == {"outcome": "denied", "status": 404,
                                                  "reason": "no_operation"}
+    assert summary(d.PASS) == {"outcome": "passed", "reason": "pass_through"}
 
 
 @pytest.mark.parametrize("address", ["127.0.0.1:9542", "localhost:9542", "[::1]:9542",
@@ -114,23 +116,40 @@ def test_the_application_label_is_capped(monkeypatch: pytest.MonkeyPatch) -> Non
     assert got[("kong_ace_pdk_calls_per_request_sum", ())] == 30
 
 
-def test_idp_fetches_reported_by_a_strategy_reach_metrics_and_status(
+def test_idp_fetches_reported_for_an_issuer_reach_metrics_and_status(
         capsys: pytest.CaptureFixture[str]) -> None:
     idps = metrics.IdPs(clock=lambda: 1000.0)
     observe.on_idp_fetch(lambda s, sec, err, what: idps.call(s, what, sec, err))
-    observe.idp_fetched("corp-sso", 0.04)
-    observe.idp_fetched("corp-sso", 2.0, "TimeoutError")
+    observe.idp_fetched("https://corp-sso.example", 0.04)
+    observe.idp_fetched("https://corp-sso.example", 2.0, "TimeoutError")
     got = scrape(Families(idps))
-    assert got[("kong_ace_idp_fetches_total", (("op", "jwks"), ("outcome", "ok"),
-                                               ("strategy", "corp-sso")))] == 1
-    assert got[("kong_ace_idp_fetches_total", (("op", "jwks"), ("outcome", "error"),
-                                               ("strategy", "corp-sso")))] == 1
-    assert got[("kong_ace_idp_fetch_seconds_count", (("op", "jwks"), ("strategy", "corp-sso")))] \
-        == 2
+    issuer = ("issuer", "https://corp-sso.example")
+    assert got[("kong_ace_idp_fetches_total", (issuer, ("op", "jwks"), ("outcome", "ok")))] == 1
+    assert got[("kong_ace_idp_fetches_total", (issuer, ("op", "jwks"), ("outcome", "error")))] == 1
+    assert got[("kong_ace_idp_fetch_seconds_count", (issuer, ("op", "jwks")))] == 2
     (entry,) = idps.status()
-    assert (entry["Strategy"], entry["Errors"], entry["Healthy"],
-            entry["LastErrorMessage"]) == ("corp-sso", 1, False, "TimeoutError")
+    assert (entry["Issuer"], entry["Errors"], entry["Healthy"],
+            entry["LastErrorMessage"]) == ("https://corp-sso.example", 1, False, "TimeoutError")
     plugin = {"Instances": [], "Events": 0, "IdPs": idps.status()}
     render(Output(), "/x.sock", {"Pid": 1, "Plugins": {"ace": plugin}}, plugin)
     out = capsys.readouterr().out
-    assert "Identity providers (1)" in out and "corp-sso" in out and "TimeoutError" in out
+    assert "Identity providers (1)" in out and "https://corp-sso.example" in out
+    assert "TimeoutError" in out
+
+
+def test_a_key_set_reports_each_jwks_fetch() -> None:
+    idps = metrics.IdPs()
+    observe.on_idp_fetch(lambda s, sec, err, what: idps.call(s, what, sec, err))
+    answers: list[object] = [b'{"keys": []}', JwksError("https://idp.test/jwks: HTTP 503")]
+
+    def fetch(url: str, timeout: float) -> bytes:
+        answer = answers.pop(0)
+        if isinstance(answer, Exception):
+            raise answer
+        return answer  # type: ignore[return-value]
+
+    keys = KeySet("https://idp.test", jwks_uri="https://idp.test/jwks", fetch=fetch)
+    assert keys.refresh() and not keys.refresh()
+    (entry,) = idps.status()
+    assert (entry["Issuer"], entry["Calls"], entry["Errors"], entry["Healthy"],
+            entry["LastErrorMessage"]) == ("https://idp.test", 2, 1, False, "JwksError")

@@ -8,11 +8,17 @@ always answers with an exit or a clean "ret" — never an RPC error, never a han
 
 from __future__ import annotations
 
+import base64
 import copy
+import hashlib
+import hmac
+import json
+import time
 from collections.abc import Iterator
 from typing import Any
 from urllib.parse import unquote_to_bytes
 
+import jwt
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -20,6 +26,7 @@ from hypothesis import strategies as st
 from kong_ace import Enforcer, Request
 from kong_ace.core.normalize import normalize_path
 from kong_ace.testing import KongNode, KongRequest, PluginServerProcess
+from tests.idp import IdP, SigningKey
 
 from .catalog import APP_OF_KEY, KEYS, hardening_config, oracle_ops
 from .conftest import entitled, kong_normalize, scale, template_regex
@@ -172,8 +179,13 @@ def server() -> Iterator[PluginServerProcess]:
         yield srv
 
 
-def test_server_admits_only_the_entitled_and_always_answers(server: PluginServerProcess) -> None:
-    node = KongNode(server.socket, copy.deepcopy(CONFIG), workers=2)
+MODES = pytest.mark.parametrize("companions", [False, True], ids=["classic", "companion"])
+
+
+@MODES
+def test_server_admits_only_the_entitled_and_always_answers(server: PluginServerProcess,
+                                                            companions: bool) -> None:
+    node = KongNode(server.socket, copy.deepcopy(CONFIG), workers=2, companions=companions)
     for w in node.workers:
         w.rpc.timeout = 15.0  # a hang fails the test instead of waiting forever
     admitted: list[str] = []
@@ -211,10 +223,11 @@ def test_server_admits_only_the_entitled_and_always_answers(server: PluginServer
     assert server.alive()
 
 
+@MODES
 def test_positive_control_every_entitled_operation_is_admitted(
-        server: PluginServerProcess) -> None:
+        server: PluginServerProcess, companions: bool) -> None:
     """The oracle says who may pass; each such clean request does pass (server and core)."""
-    node = KongNode(server.socket, copy.deepcopy(CONFIG), workers=1)
+    node = KongNode(server.socket, copy.deepcopy(CONFIG), workers=1, companions=companions)
     checked = 0
     for key, app_id in APP_OF_KEY.items():
         for op in OPS:
@@ -228,3 +241,143 @@ def test_positive_control_every_entitled_operation_is_admitted(
             checked += 1
     node.close()
     assert checked >= 10
+
+
+# --- bearer tokens (SPEC §11): forged, tampered or stale tokens are never admitted ---------------
+
+
+@pytest.fixture(scope="module")
+def token_idp() -> Iterator[IdP]:
+    with IdP() as idp:
+        yield idp
+
+
+def _b64(obj: Any) -> str:
+    raw = obj if isinstance(obj, bytes) else json.dumps(obj).encode()
+    return base64.urlsafe_b64encode(raw).rstrip(b"=").decode()
+
+
+class TokenWorld:
+    """Good tokens (the only ones that may pass), and material to forge others from."""
+
+    def __init__(self, idp: IdP) -> None:
+        self.idp = idp
+        self.read = [idp.token(idp.rsa, ttl=3600), idp.token(idp.ec, ttl=3600)]
+        self.write = idp.token(idp.rsa, ttl=3600, scope="flights:read flights:write")
+        mallory = SigningKey("RS256", kid=idp.rsa.kid)
+        mallory_ec = SigningKey("ES256", kid=idp.ec.kid)
+        self.bad = [
+            idp.token(mallory, ttl=3600), idp.token(mallory_ec, ttl=3600),
+            idp.token(mallory, ttl=3600, scope="flights:write"),
+            idp.token(idp.rsa, now=time.time() - 7200, ttl=60),  # expired
+            idp.token(idp.ec, nbf=int(time.time() + 7200)),  # not yet valid
+            idp.token(idp.rsa, aud="other-api"), idp.token(idp.rsa, iss="http://evil"),
+            idp.token(idp.rsa, client_id="stranger"),
+            idp.token(idp.ec, headers={"kid": idp.rsa.kid}),  # EC signature, RSA kid
+        ]
+        self.pems = [idp.rsa.public_pem(), idp.ec.public_pem()]
+
+    @property
+    def good(self) -> set[str]:
+        return {*self.read, self.write}
+
+
+@st.composite
+def hostile_token(draw: st.DrawFn, world: TokenWorld) -> str:
+    """A token derived from a good or bad one by a forger's moves."""
+    base = draw(st.sampled_from([*world.read, world.write, *world.bad]))
+    h, p, s = base.split(".")
+    other = draw(st.sampled_from([*world.read, world.write, *world.bad])).split(".")
+    move = draw(st.sampled_from(["keep", "flip", "payload", "header", "none", "hs256", "cut",
+                                 "extra", "junk", "resign", "claims"]))
+    if move == "keep":
+        return base
+    if move == "flip":  # one character of the signature changed
+        i = draw(st.integers(0, len(s) - 1))
+        return f"{h}.{p}.{s[:i]}{'A' if s[i] != 'A' else 'B'}{s[i + 1:]}"
+    if move == "payload":
+        return f"{h}.{other[1]}.{s}"
+    if move == "header":
+        return f"{other[0]}.{p}.{s}"
+    if move in ("none", "hs256"):
+        header = json.loads(base64.urlsafe_b64decode(h + "=" * (-len(h) % 4)))
+        header["alg"] = "none" if move == "none" else draw(st.sampled_from(["HS256", "HS512"]))
+        signing = f"{_b64(header)}.{p}"
+        if move == "none":
+            return signing + draw(st.sampled_from([".", f".{s}"]))
+        secret = draw(st.sampled_from(world.pems))
+        digest = hashlib.sha256 if header["alg"] == "HS256" else hashlib.sha512
+        return f"{signing}.{_b64(hmac.new(secret, signing.encode(), digest).digest())}"
+    if move == "cut":
+        return base[: draw(st.integers(0, len(base) - 1))]
+    if move == "extra":
+        return base + draw(st.sampled_from([".", ".x", "..", " ", "\x00", "=", "a" * 9000]))
+    if move == "junk":
+        return draw(st.text(max_size=60))
+    if move == "claims":  # claims edited, the original signature kept
+        claims = json.loads(base64.urlsafe_b64decode(p + "=" * (-len(p) % 4)))
+        claims.update(draw(st.sampled_from([{"scope": "flights:read flights:write"},
+                                            {"exp": 4_000_000_000}, {"client_id": "web-client"},
+                                            {"aud": "flights-api"}])))
+        return f"{h}.{_b64(claims)}.{s}"
+    # resign: a good token's claims under an attacker key that claims the IdP's kid
+    claims = json.loads(base64.urlsafe_b64decode(p + "=" * (-len(p) % 4)))
+    forger = SigningKey(draw(st.sampled_from(["RS256", "ES256"])),
+                        kid=draw(st.sampled_from([world.idp.rsa.kid, world.idp.ec.kid])))
+    return jwt.encode(claims, forger.private, algorithm=forger.alg, headers={"kid": forger.kid})
+
+
+def _token_case(draw: st.DrawFn, world: TokenWorld) -> tuple[str, dict[str, Any]]:
+    method = draw(st.sampled_from(["GET", "POST"]))
+    token = draw(hostile_token(world))
+    scheme = draw(st.sampled_from(["Bearer ", "bearer ", "BEARER ", "Bearer  ", "Basic "]))
+    value: Any = scheme + token
+    if draw(st.integers(0, 5)) == 0:
+        value = [value, "Bearer " + draw(st.sampled_from(sorted(world.good)))]
+    return method, {"authorization": value}
+
+
+def _token_admission_ok(world: TokenWorld, method: str, headers: dict[str, Any],
+                        app_id: str | None) -> None:
+    value = headers["authorization"]
+    assert isinstance(value, str), value  # two Authorization headers never pass
+    scheme, _, token = value.partition(" ")
+    assert scheme.lower() == "bearer", value
+    assert token.strip() in world.good, token[:40]
+    assert app_id == "web"
+    assert method == "GET" or token.strip() == world.write
+
+
+def test_forged_tokens_are_never_admitted(token_idp: IdP, server: PluginServerProcess) -> None:
+    from tests.core.test_tokens import auth_config
+
+    world = TokenWorld(token_idp)
+    config = auth_config(token_idp)
+    enf = Enforcer(copy.deepcopy(config))
+    node = KongNode(server.socket, copy.deepcopy(config), workers=1)
+    node.workers[0].rpc.timeout = 15.0
+    seen = {"core": 0, "server": 0}
+
+    @settings(max_examples=scale(300, 5000), deadline=None, derandomize=True,
+              suppress_health_check=list(HealthCheck), database=None)
+    @given(st.data())
+    def prop(data: st.DataObject) -> None:
+        method, headers = data.draw(st.composite(lambda draw: _token_case(draw, world))())
+        d = enf.decide(Request(method, "/flights/v1/flights", headers=headers))
+        if d.allowed:
+            _token_admission_ok(world, method, headers, d.application_id)
+            seen["core"] += 1
+        else:
+            assert d.status in (401, 403) and d.message
+        if data.draw(st.integers(0, 3)) == 0:  # the real server too, for a quarter of them
+            r = node.request(KongRequest(method=method, path="/flights/v1/flights",
+                                         headers=headers))
+            assert r.errors == [] and (r.proxied, r.status) == (d.allowed, d.status or 200)
+            if r.proxied:
+                _token_admission_ok(world, method, headers, r.upstream("X-ACE-Application-ID"))
+                seen["server"] += 1
+
+    prop()
+    node.close()
+    assert seen["core"] >= 10 and seen["server"] >= 2, seen  # not vacuous
+    assert server.alive() and "Traceback" not in server.log

@@ -9,9 +9,11 @@ from pathlib import Path
 from typing import Any
 
 from kong_ace.core import decision as d
+from kong_ace.core.auth import Authenticator
 from kong_ace.core.catalog import Application, Catalog, compile_catalog
 from kong_ace.core.credentials import distinct, lookup, presented_keys
 from kong_ace.core.decision import Decision, Request, deny
+from kong_ace.core.jwks import Fetcher
 from kong_ace.core.matcher import Match, Operation
 from kong_ace.core.normalize import normalize_path
 from kong_ace.core.spec import compile_spec, load_spec_file, parse_document
@@ -30,9 +32,13 @@ class Enforcer:
         clock: Callable[[], float] = time.time,
         storage: Any = None,
         base_dir: str | Path | None = None,
+        fetcher: Fetcher | None = None,
     ) -> None:
         self.catalog: Catalog = compile_catalog(config, Path(base_dir) if base_dir else None)
         self._clock = clock
+        # Auth strategies (SPEC §11); ``fetcher`` GETs JWKS and discovery documents.
+        self.auth = Authenticator(config, self.catalog, clock=clock, fetch=fetcher)
+        self._auth_plans = self.auth.plans  # only operations not on the default key strategy
         self.limiter = build_limiter(self.catalog.rate_limiting, clock=clock, storage=storage)
         self._warnings: list[str] | None = None
 
@@ -87,6 +93,14 @@ class Enforcer:
             if cat.match_required:
                 return deny(404, d.NO_OPERATION)
             return Decision(allowed=True, clear_upstream_headers=forged) if forged else d.PASS
+
+        plan = self._auth_plans.get(op.uid)
+        if plan is not None:  # another strategy than the top-level keys may admit it
+            got = self.auth.authenticate(op, plan, req, headers, forged)
+            if type(got) is Decision:
+                return got
+            return self._authorize(op, got.app, forged, got.consumer,  # type: ignore[union-attr]
+                                   got.hidden_headers, got.hidden_query)  # type: ignore[union-attr]
 
         consumer = req.consumer
         if consumer is not None and not cat.is_anonymous(consumer):

@@ -32,6 +32,7 @@ from prometheus_client.exposition import ThreadingWSGIServer
 from kong_ace import observe
 from kong_ace.core.decision import Decision
 from kong_ace.gateway import summary as s
+from kong_ace.gateway.compiled import CACHE
 from kong_ace.limits.storage.base import StorageUnavailable
 from kong_ace.limits.storage.memory import MemoryStorage
 
@@ -97,7 +98,6 @@ class Recorder:
         self.decisions: dict[tuple[str, ...], int] = {}
         self.decision_seconds = Histogram(DECISION_BUCKETS)
         self.pdk_calls = Histogram(PDK_BUCKETS)
-        self.rejected_configs = 0
 
     def decision(self, decision: Decision | None, api: str | None, seconds: float, calls: int,
                  why: str | None = None) -> None:
@@ -127,11 +127,6 @@ class Recorder:
             self.decision_seconds.observe(seconds)
             self.pdk_calls.observe(calls)
 
-    def rejected_config(self) -> None:
-        """A config Kong sent was rejected."""
-        with self._lock:
-            self.rejected_configs += 1
-
     def families(self) -> Iterator[Metric]:
         """The decision metrics as they stand."""
         labels = DECISION_LABELS + (("application",) if self.applications else ())
@@ -139,7 +134,6 @@ class Recorder:
             decisions = list(self.decisions.items())
             seconds = (self.decision_seconds.buckets(), self.decision_seconds.total)
             calls = (self.pdk_calls.buckets(), self.pdk_calls.total)
-            rejected = self.rejected_configs
         fam = CounterMetricFamily(f"{PREFIX}_decisions", "Requests decided, by outcome",
                                   labels=labels)
         for key, count in decisions:
@@ -149,8 +143,6 @@ class Recorder:
                          "authorize, count)", *seconds)
         yield _histogram("pdk_calls_per_request", "PDK calls per request, each one round "
                          "trip between Kong and the plugin server", *calls)
-        yield CounterMetricFamily(f"{PREFIX}_config_rejected", "Configs Kong sent that ACE "
-                                  "rejected (StartInstance answered an error)", value=rejected)
 
 
 def _histogram(name: str, doc: str, buckets: list[tuple[str, int]],
@@ -264,17 +256,16 @@ class Stores(Health):
 
 
 class IdPs(Health):
-    """Fetches of auth strategies from their identity providers (JWKS, discovery)."""
+    """Fetches of signing keys from identity providers (discovery and JWKS), by issuer."""
 
-    LABEL, KEY, CALLS, SECONDS = "strategy", "Strategy", "idp_fetches", "idp_fetch_seconds"
+    LABEL, KEY, CALLS, SECONDS = "issuer", "Issuer", "idp_fetches", "idp_fetch_seconds"
     WHAT = "an identity provider"
 
 
 STORES = Stores()
 IDPS = IdPs()
 observe.on_breaker_change(STORES.breaker)
-observe.on_idp_fetch(lambda strategy, seconds, error, what: IDPS.call(strategy, what, seconds,
-                                                                      error))
+observe.on_idp_fetch(lambda issuer, seconds, error, what: IDPS.call(issuer, what, seconds, error))
 # Set by the server when --metrics-listen is given; the plugin records decisions only then.
 RECORDER: Recorder | None = None
 
@@ -328,11 +319,12 @@ class Collector:
     """The prometheus_client collector of one plugin server."""
 
     def __init__(self, recorder: Recorder, server: Any, stores: Stores = STORES,
-                 idps: IdPs = IDPS) -> None:
+                 idps: IdPs = IDPS, cache: Any = CACHE) -> None:
         self.recorder = recorder
         self.server = server
         self.stores = stores
         self.idps = idps
+        self.cache = cache
 
     def collect(self) -> Iterator[Metric]:
         """Every kong_ace metric, read now."""
@@ -345,10 +337,9 @@ class Collector:
         held: dict[tuple[str, str], int] = {}
         compiled: dict[str, float] = {}
         for inst in list(server.instances.values()):
-            plugin = inst.get("plugin")
-            entry = getattr(plugin, "compiled", None)
+            entry = getattr(inst.plugin, "compiled", None)
             chash = getattr(entry, "key", "") or ""
-            pid = inst.get("config", {}).get("__plugin_id") or ""
+            pid = str(inst.plugin_id or "")
             held[(pid, chash)] = held.get((pid, chash), 0) + 1
             if entry is not None:
                 compiled[chash] = getattr(entry, "compile_seconds", 0.0)
@@ -364,6 +355,13 @@ class Collector:
                                 "each config held", labels=["config_hash"])
         for chash, seconds in compiled.items():
             fam.add_metric([chash], seconds)
+        yield fam
+        fam = GaugeMetricFamily(f"{PREFIX}_config_rejected", "1 for each plugin whose latest "
+                                "config ACE rejected; serving: the hash of the last good config "
+                                "it runs instead (empty: none, requests get 500)",
+                                labels=["plugin_id", "config_hash", "serving"])
+        for r in self.cache.rejections():
+            fam.add_metric([str(r.plugin_id), r.config_hash, r.serving or ""], 1)
         yield fam
 
 

@@ -6,6 +6,11 @@ only what the decision needs and writes with multi-header setters:
 - allowed: ``$request`` (method + URI in one call), headers, [host], [service], [consumer],
   upstream ``set_headers``, [response ``set_headers`` for rate-limit headers];
 - denied: ``$request``, headers, [host], [service], [consumer], ``response.exit``.
+
+With the Lua companions (ace-context, ace-guard; ``companion.py``) it is two calls whatever
+the outcome: ``kong.nginx.get_ctx`` of ace-context's table and ``kong.nginx.set_ctx`` of the
+verdict. Every request starts with that ``get_ctx``; without the table it reads as above
+(classic mode), or answers 500 when the config says the companions are required.
 """
 
 from __future__ import annotations
@@ -21,7 +26,7 @@ from cachetools import TTLCache
 
 from kong_ace.core.decision import IDENTITY_HEADERS, UNEXPECTED, Decision, Request
 from kong_ace.core.matcher import Match
-from kong_ace.gateway import metrics, summary
+from kong_ace.gateway import companion, metrics, summary
 from kong_ace.gateway.compiled import CACHE, Compiled
 from kong_ace.gateway.events import pdk_calls
 from kong_ace.gateway.request_line import parse_query, parse_request_line, strip_query
@@ -34,6 +39,7 @@ priority = 955  # after every auth plugin, before acl (950) and rate-limiting (9
 Schema = CONFIG_FIELDS
 
 ERROR_BODY = {"message": UNEXPECTED}
+NO_COMPANIONS = "ace: companions are required but ace-context left no request table"
 
 # Headers Kong's auth plugins set for the authenticated consumer (kong/constants.lua HEADERS).
 CONSUMER_ID = "X-Consumer-ID"
@@ -92,10 +98,11 @@ def compiled_count() -> int:
     return len(CACHE)
 
 
-def status() -> dict[str, Any]:
-    """What plugin.GetStatus adds about this plugin: rate-limit store health, metrics."""
+def config_status() -> dict[str, Any]:
+    """Rejected configs, cache sizes, compiled configs, store health (for plugin.GetStatus)."""
     recorder = metrics.RECORDER
-    return {"Configs": [{"Hash": c.key, "Instances": c.users, "CompileSeconds": c.compile_seconds}
+    return {**CACHE.status(),
+            "Configs": [{"Hash": c.key, "Instances": c.users, "CompileSeconds": c.compile_seconds}
                         for c in CACHE.entries()],
             "Stores": metrics.STORES.status(),
             "IdPs": metrics.IDPS.status(),
@@ -105,7 +112,7 @@ def status() -> dict[str, Any]:
 class Outcome(NamedTuple):
     """One request's decision, the time decide() took, and whether Kong was told to exit."""
 
-    decision: Decision
+    decision: Decision | None  # None: no decision (companions required but missing)
     seconds: float
     exited: bool
 
@@ -114,26 +121,24 @@ class Plugin:
     """One plugin instance (one per nginx worker and config version); the config is shared."""
 
     def __init__(self, config: Mapping[str, Any]) -> None:
-        self.plugin_id = config.get("__plugin_id") if isinstance(config, Mapping) else None
-        try:
-            self.compiled: Compiled | None = CACHE.acquire(config)
-        except ValueError:
-            if metrics.RECORDER is not None:
-                metrics.RECORDER.rejected_config()
-            raise
+        self.compiled: Compiled | None = CACHE.acquire(config)
+        self._released = False
         metrics.watch(self.compiled.enforcer.limiter)
-        self.log_summary = self.compiled.enforcer.catalog.log_summary
 
     def close(self) -> None:
-        """Kong closed this instance: drop our hold on the shared compiled config."""
-        if self.compiled is not None:
+        """Kong closed this instance (or the server reaped it): drop our hold on the config.
+
+        The reference stays: an event that already looked this instance up still decides with
+        it (the server may close an instance Kong still uses, see gateway/rpc.py).
+        """
+        if self.compiled is not None and not self._released:
+            self._released = True
             CACHE.release(self.compiled)
-            self.compiled = None
 
     def status(self) -> dict[str, Any]:
         """What plugin.GetStatus shows about this instance."""
         c = self.compiled
-        return {"PluginId": self.plugin_id, "ConfigHash": None if c is None else c.key}
+        return {"ConfigHash": None if c is None else c.key}
 
     def access(self, kong: Any) -> None:
         """Enforce on one request; any internal error is a 500, never a silent pass."""
@@ -158,11 +163,20 @@ class Plugin:
         compiled = self.compiled
         if compiled is None:
             raise RuntimeError("instance closed")
+        ctx = _v(kong.nginx.get_ctx(companion.REQUEST_KEY))
+        if ctx is not None:  # ace-context ran; anything but its table is an error (a 500)
+            return self._companion(kong, compiled, ctx)
+        if compiled.enforcer.catalog.companions_required:
+            log.error(NO_COMPANIONS)
+            with contextlib.suppress(Exception):  # Kong's error log, as for internal errors
+                kong.log.err(NO_COMPANIONS)
+            kong.response.exit(500, ERROR_BODY)
+            return Outcome(None, 0.0, True)
         req, raw_query, routed = self._read(kong, compiled)
         start = time.perf_counter()
         decision = compiled.enforcer.decide(req, routed)
         seconds = time.perf_counter() - start
-        if self.log_summary:
+        if compiled.enforcer.catalog.log_summary:
             # Before apply: nothing can follow kong.response.exit. kong/pdk/log.lua
             # set_serialize_value (access phase allowed) stores it in ngx.ctx; serialize() in
             # the log phase hands it to every logging plugin under the "ace" key.
@@ -170,6 +184,17 @@ class Plugin:
             _v(kong.log.set_serialize_value(summary.SUMMARY_KEY,
                                             summary.summary(decision, api)))
         return Outcome(decision, seconds, apply(kong, decision, raw_query, compiled))
+
+    @staticmethod
+    def _companion(kong: Any, c: Compiled, ctx: Any) -> Outcome:
+        # The one write: ace-guard applies the verdict, or answers 503 if it never arrives.
+        req = companion.request_from(ctx, c.key_in_query)
+        start = time.perf_counter()
+        d = c.enforcer.decide(req)
+        seconds = time.perf_counter() - start
+        verdict = companion.verdict_for(d, req.target or "", c.anonymous)
+        _v(kong.nginx.set_ctx(companion.VERDICT_KEY, verdict))
+        return Outcome(d, seconds, False)
 
     @staticmethod
     def _read(kong: Any, c: Compiled) -> tuple[Request, str, Match | None]:
@@ -228,8 +253,9 @@ def apply(kong: Any, d: Decision, raw_query: str, c: Compiled) -> bool:
 def record(recorder: metrics.Recorder, c: Compiled | None, outcome: Outcome | None) -> None:
     """Count one request in the metrics (after apply, so its every PDK call counts)."""
     calls = pdk_calls()
-    if outcome is None:
-        recorder.decision(None, None, 0.0, calls)
+    if outcome is None or outcome.decision is None:
+        why = summary.INTERNAL_ERROR if outcome is None else summary.COMPANIONS_MISSING
+        recorder.decision(None, None, 0.0, calls, why)
         return
     d = outcome.decision
     # Allowed but exited: apply() answered 500 for a mapped consumer Kong does not know.

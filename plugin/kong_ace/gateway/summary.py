@@ -19,6 +19,7 @@ PASS_THROUGH = "pass_through"  # no operation matched and match_policy is if_pre
 NO_APPLICATION = "no_application"  # matched, admitted without an ACE application (anonymous)
 INTERNAL_ERROR = "internal_error"  # the plugin failed; Kong answers 500
 CONSUMER_NOT_FOUND = "consumer_not_found"  # a mapped consumer Kong does not know: 500
+COMPANIONS_MISSING = "companions_missing"  # companions: required, and ace-context did not run
 OTHER = "other"  # a denial this version cannot name
 
 REASONS: dict[tuple[int, str], str] = {
@@ -33,15 +34,24 @@ REASONS: dict[tuple[int, str], str] = {
     (403, d.REGISTRATION_MESSAGES["pending"]): "pending",
     (403, d.REGISTRATION_MESSAGES["rejected"]): "rejected",
     (403, d.REGISTRATION_MESSAGES["revoked"]): "registration_revoked",
+    (401, d.NO_TOKEN): "no_token",
+    (401, d.NO_CREDENTIAL): "no_credential",
+    (401, d.INVALID_TOKEN): "invalid_token",
+    (401, d.TOKEN_REQUIRED): "token_required",
+    (403, d.INSUFFICIENT_SCOPE): "insufficient_scope",
     (429, d.RATE_LIMITED): "limited",
     # The only 500 the core decides: the rate-limit store failed and fault_tolerant is false.
     (500, d.UNEXPECTED): "store_unavailable",
 }
-# RFC 6750 error codes a Bearer challenge may carry (the auth-strategy denials).
+# RFC 6750 error codes a Bearer challenge may carry: names for token denials added later.
 BEARER_ERRORS = ("invalid_request", "invalid_token", "insufficient_scope")
 NO_TOKEN = "no_token"
 
 SUMMARY_KEY = "ace"  # kong.log.set_serialize_value("ace", summary): Kong's log records' key
+# Outcomes in the summary, as the companions' verdicts word them (gateway/companion.py).
+OUTCOME_ALLOWED = "allowed"
+OUTCOME_PASSED = "passed"  # no operation matched and the policy let it through
+OUTCOME_DENIED = "denied"
 
 
 def reason(decision: Decision) -> str:
@@ -102,20 +112,22 @@ def summary(decision: Decision, api: str | None = None, *,
             why: str | None = None) -> dict[str, Any]:
     """The log summary of one decision; keys without a value are left out (Lua drops nils).
 
-    ``api``: the operation's API when the decision does not carry it (denials);
-    ``why``: a reason the edge found instead of the decision's own (internal errors).
+    The companions' summary (gateway/companion.py) plus ``reason``, and the API of a denied
+    operation when ``api`` names it. ``why``: a reason the edge found instead of the decision's
+    own (an internal error, a missing consumer): then the request was answered 500.
     """
-    out: dict[str, Any] = {
-        "outcome": "allowed" if decision.allowed and why is None else "denied",
-        "reason": why or reason(decision),
-    }
-    if not decision.allowed or why is not None:
-        out["status"] = decision.status if why is None else 500
+    if why is not None:
+        out: dict[str, Any] = {"outcome": OUTCOME_DENIED, "status": 500, "reason": why}
+    elif decision.allowed:
+        out = {"outcome": OUTCOME_PASSED if decision.operation_id is None else OUTCOME_ALLOWED,
+               "reason": reason(decision)}
+    else:
+        out = {"outcome": OUTCOME_DENIED, "status": decision.status or 500,
+               "reason": reason(decision)}
     for key, value in (("operation", decision.operation_id),
                        ("application", decision.application_id),
                        ("package", decision.package),
                        ("api", decision.api or api),
-                       ("consumer", decision.consumer),
                        ("remaining", remaining(decision))):
         if value is not None:
             out[key] = value

@@ -47,7 +47,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("method", help="HTTP method, e.g. GET")
     p.add_argument("path", help="request path as the client sends it, e.g. /flights/v1/flights")
     p.add_argument("-H", "--header", action="append", default=[], metavar="'NAME: VALUE'",
-                   help="a request header (repeatable)")
+                   help="a request header (repeatable), e.g. 'Authorization: Bearer TOKEN'")
     p.add_argument("--query", action="append", default=[], metavar="K=V",
                    help="a query argument (repeatable)")
     p.add_argument("--consumer", help="the Kong consumer another auth plugin authenticated")
@@ -59,7 +59,7 @@ def build_parser() -> argparse.ArgumentParser:
                                       "config hashes, stores)")
     p.add_argument("--socket", metavar="PATH",
                    help="the plugin server's Unix socket (default: $KONG_ACE_SOCKET, else "
-                        "/usr/local/kong/ace.sock)")
+                        "/usr/local/kong/ace.socket)")
     _json_flag(p)
 
     p = sub.add_parser("demo", help="run the demo", add_help=False)

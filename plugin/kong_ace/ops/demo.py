@@ -104,6 +104,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--specs", type=Path, default=REPO / "specs", help="OpenAPI files directory")
     p.add_argument("--mode", choices=("gevent", "threading"), default=None,
                    help="plugin server concurrency mode")
+    p.add_argument("--classic", action="store_true",
+                   help="without the Lua companions ace-context and ace-guard (classic mode)")
     args = p.parse_args(argv)
     config = ace_config(args.config, args.specs.resolve())
     known = {c.get("key_hash") for a in config.get("applications") or []
@@ -113,9 +115,11 @@ def main(argv: list[str] | None = None) -> int:
             print(f"note: the demo key of {app} is not in {args.config}", file=sys.stderr)
     server_args = ("--mode", args.mode) if args.mode else ()
     with PluginServerProcess(args=server_args) as server:
-        node = KongNode(server.socket, config, workers=2, consumers=[MOBILE])
+        node = KongNode(server.socket, config, workers=2, consumers=[MOBILE],
+                        companions=not args.classic)
+        mode = "classic mode" if args.classic else "with ace-context and ace-guard"
         print(f"kong-ace plugin server pid {server.pid}, socket {server.socket}, "
-              f"2 simulated nginx workers")
+              f"2 simulated nginx workers, {mode}")
         failures = 0
         for sample, r in replay(node):
             print(line(sample, r))

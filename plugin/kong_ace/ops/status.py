@@ -18,7 +18,7 @@ from rich.table import Table
 
 from kong_ace.ops.output import Output
 
-DEFAULT_SOCKET = "/usr/local/kong/ace.sock"  # kong-ace-server's default prefix and socket name
+DEFAULT_SOCKET = "/usr/local/kong/ace.socket"  # Kong's and kong-ace-server's default
 SOCKET_ENV = "KONG_ACE_SOCKET"
 PLUGIN = "ace"
 TIMEOUT = 10.0
@@ -116,7 +116,7 @@ def render(out: Output, socket: str, status: Mapping[str, Any],
         con.print(health_table("Rate-limit stores", "store", "Store", stores, now))
     idps = [s for s in plugin.get("IdPs") or [] if isinstance(s, Mapping)]
     if idps:
-        con.print(health_table("Identity providers", "strategy", "Strategy", idps, now))
+        con.print(health_table("Identity providers", "issuer", "Issuer", idps, now))
 
     for key, value in plugin.items():
         if key not in KNOWN:

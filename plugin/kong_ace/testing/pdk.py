@@ -118,8 +118,9 @@ class KongPDK:
         self.exit: tuple[int, Any, dict[str, Any]] | None = None
         self.logs: list[tuple[str, str]] = []
         self.shared: dict[str, Any] = {}
+        self.ctx: dict[str, Any] = {}  # ngx.ctx: what the Lua companions and get/set_ctx share
+        self.serialized: dict[str, Any] = {}  # kong.log.set_serialize_value
         self.calls: list[str] = []
-        self.serialize_values: dict[str, Any] = {}  # what kong.log.serialize() would add
 
     # --- dispatch -------------------------------------------------------------------------
 
@@ -170,6 +171,8 @@ class KongPDK:
             "kong.response.exit": self.do_exit,
             "kong.response.error": lambda status, msg=None, headers=None: self.do_exit(
                 status, {"message": msg or "An unexpected error occurred"}, headers),
+            "kong.nginx.get_ctx": lambda k: self.ctx.get(k),
+            "kong.nginx.set_ctx": lambda k, v: self.ctx.__setitem__(k, v),
             "kong.log.set_serialize_value": self.set_serialize_value,
             "kong.ctx.shared.get": lambda k: self.shared.get(k),
             "kong.ctx.shared.set": lambda k, v: self.shared.__setitem__(k, v),
@@ -189,6 +192,7 @@ class KongPDK:
             "request_method": self.req.method,
             "args": self.raw_query or None,
             "host": self.req.host.lower().split(":")[0],
+            "http_host": self.get_header("host") or self.req.host,
             "scheme": "http",
         }.get(name)
 
@@ -268,13 +272,13 @@ class KongPDK:
         mode = (options or {}).get("mode") or "set"
         if mode not in ("set", "add", "replace"):
             raise LuaError("mode must be 'set', 'add' or 'replace'")
-        if (mode == "add" and key in self.serialize_values) or (
-                mode == "replace" and key not in self.serialize_values):
+        if (mode == "add" and key in self.serialized) or (
+                mode == "replace" and key not in self.serialized):
             return
         if value is None:
-            self.serialize_values.pop(key, None)
+            self.serialized.pop(key, None)
         else:
-            self.serialize_values[key] = value
+            self.serialized[key] = value
 
     def do_exit(self, status: int, body: Any = None, headers: dict[str, Any] | None = None) -> None:
         """kong.response.exit: the request ends here."""
