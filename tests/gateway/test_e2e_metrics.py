@@ -296,3 +296,28 @@ def test_a_supervised_server_serves_metrics_from_each_serving_process() -> None:
         assert ("kong_ace_events_in_flight", labels()) in samples
         assert sum(v for (n, _), v in samples.items() if n == DECISIONS) == 0  # a new process
         node.close()
+
+
+def test_companion_mode_is_counted_with_its_two_pdk_calls(server: PluginServerProcess) -> None:
+    port = server.metrics_port  # type: ignore[attr-defined]
+    before = scrape(port)
+    node = KongNode(server.socket, outcomes_config(), workers=1, companions=True)
+    results = [get(node, FLIGHTS, "good"), get(node, FLIGHTS, "revoked"),
+               get(node, "/nowhere", None)]
+    assert [r.status for r in results] == [200, 401, 404]
+    assert all(len(r.pdk_calls) == 2 for r in results)
+    required = KongNode(server.socket, outcomes_config(companions="required"), workers=1)
+    assert get(required, FLIGHTS, "good").status == 500  # classic request, companions required
+    after = scrape(port)
+    flights = op_id("GET", FLIGHTS)
+    assert delta(before, after, DECISIONS) == Counter({
+        d("proxied", "allowed", flights, "flights", "basic"): 1,
+        d("401", "revoked", flights, "flights"): 1,
+        d("404", "no_operation"): 1,
+        d("500", "companions_missing"): 1,
+    })
+    # get_ctx + set_ctx per companion request; get_ctx, kong.log.err and the exit for the 500.
+    assert delta(before, after, "kong_ace_pdk_calls_per_request_sum") == \
+        Counter({labels(): 2 * 3 + 3})
+    node.close()
+    required.close()
