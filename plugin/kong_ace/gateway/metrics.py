@@ -301,18 +301,22 @@ class WatchedStore:
         return getattr(self.inner, attr)
 
 
+_WATCH_LOCK = threading.Lock()  # instances of one config may start at once (threading mode)
+
+
 def watch(limiter: Any, stores: Stores = STORES) -> None:
     """Time and count the calls of ``limiter``'s store, unless it is local (idempotent)."""
-    store = limiter.storage
-    if isinstance(store, (MemoryStorage, WatchedStore)):
-        return
-    remote = getattr(store, "redis", None)
-    if remote is not None:
-        # Synced counters: requests count locally; only the background sync talks to Redis.
-        if not isinstance(remote, WatchedStore):
-            store.redis = WatchedStore(remote, "redis", stores)
-        return
-    limiter.storage = WatchedStore(store, "redis", stores)
+    with _WATCH_LOCK:
+        store = limiter.storage
+        if isinstance(store, (MemoryStorage, WatchedStore)):
+            return
+        remote = getattr(store, "redis", None)
+        if remote is not None:
+            # Synced counters: requests count locally; only the background sync talks to Redis.
+            if not isinstance(remote, WatchedStore):
+                store.redis = WatchedStore(remote, "redis", stores)
+            return
+        limiter.storage = WatchedStore(store, "redis", stores)
 
 
 class Collector:
