@@ -11,7 +11,9 @@ from pathlib import Path
 from typing import Any
 
 from kong_ace.core.matcher import Matcher, Operation, Scope, parse_template
+from kong_ace.core.normalize import normalize_path
 from kong_ace.core.spec import Spec, clean_base_path, compile_spec, load_spec_file, parse_document
+from kong_ace.core.target import ESCAPED_SLASH_ACTIONS, METHOD_OVERRIDE_ACTIONS, Policy
 from kong_ace.errors import ConfigError
 from kong_ace.limits.limiter import PERIODS, Limit
 
@@ -29,7 +31,8 @@ KONG_KEYS = frozenset(
 )
 TOP_FIELDS = frozenset(
     {"match_policy", "anonymous", "key_names", "key_in_header", "key_in_query", "hide_credentials",
-     "specs_dir", "apis", "packages", "applications", "rate_limiting"}
+     "specs_dir", "apis", "packages", "applications", "rate_limiting",
+     "path_with_escaped_slashes_action", "method_override_action"}
 )
 API_FIELDS = frozenset(
     {"name", "version", "spec_file", "spec", "base_path", "service", "hosts", "operations",
@@ -139,6 +142,7 @@ class Catalog:
     fault_tolerant: bool
     hide_client_headers: bool
     sources: tuple[tuple[str, Path | None, str | None], ...] = field(default=())
+    policy: Policy = field(default=Policy())  # request-confusion options (SPEC §8)
 
     def operations(self) -> list[Operation]:
         """Every operation, in configuration order."""
@@ -238,7 +242,19 @@ def compile_catalog(config: Mapping[str, Any], base_dir: Path | None = None) -> 
         fault_tolerant=_bool(rl, "fault_tolerant", "rate_limiting", True),
         hide_client_headers=_bool(rl, "hide_client_headers", "rate_limiting", False),
         sources=tuple(sources),
+        policy=Policy(
+            escaped_slashes=_choice(config, "path_with_escaped_slashes_action",
+                                    ESCAPED_SLASH_ACTIONS, "", "reject"),
+            method_override=_choice(config, "method_override_action", METHOD_OVERRIDE_ACTIONS,
+                                    "", "strip"),
+            base_paths=tuple(sorted({_prefix(a.base_path) for a in apis.values()})),
+        ),
     )
+
+
+def _prefix(base_path: str) -> str:
+    # As requests are compared: normalised like Kong's path, lower case, no trailing slash.
+    return normalize_path(base_path or "/").rstrip("/").lower()
 
 
 # --- APIs -------------------------------------------------------------------------------------

@@ -134,6 +134,11 @@ CONFIG_FIELDS: tuple[Field, ...] = (
     {"packages": _array(PACKAGE, required=True, default=[])},
     {"applications": _array(APPLICATION, required=True, default=[])},
     {"rate_limiting": RATE_LIMITING},
+    # Request confusion (SPEC §8; README "Reliability and security").
+    {"path_with_escaped_slashes_action": _string(required=True, default="reject",
+                                                 one_of=["reject", "unescape", "keep"])},
+    {"method_override_action": _string(required=True, default="strip",
+                                       one_of=["strip", "reject", "follow"])},
 )
 
 
