@@ -64,21 +64,23 @@ class Enforcer:
         s = screen(self.catalog.policy, req, headers)
         if s.refusal is not None:
             return Routed(None, frozenset(), s)
-        m = self._match(s.method, s.path, req.host, req.service)
+        m = self._match(s.method, s.path, req.host, req.service, normalized=True)
         if s.alternate is not None:
             # A percent-decoding upstream reads the alternate: it must reach the same operation.
-            alt = self._match(s.method, s.alternate, req.host, req.service)
+            # (Not normalised again: a decoded '%25' must not be decoded twice.)
+            alt = self._match(s.method, s.alternate, req.host, req.service, normalized=True)
             if alt.operation is not m.operation:
                 s.refusal = AMBIGUOUS_PATH
                 return Routed(None, frozenset(), s)
         return Routed(m.operation, m.allowed, s)
 
-    def _match(self, method: str, path: str, host: Any, service: Any) -> Match:
+    def _match(self, method: str, path: str, host: Any, service: Any,
+               normalized: bool = False) -> Match:
         cat = self.catalog
         # Scoping arguments only cost anything when some API is scoped.
         return cat.matcher.match(
             method,
-            normalize_path(path),
+            path if normalized else normalize_path(path),
             _service_keys(service) if cat.service_scoped else (),
             _host(host) if cat.host_scoped else None,
         )

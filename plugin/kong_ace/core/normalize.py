@@ -2,27 +2,46 @@
 
 from __future__ import annotations
 
-import re
-
 # Escapes of these stay escaped (only upper-cased): decoding them would change the path's meaning,
 # above all %2F, which must never become a separator.
 _RESERVED = frozenset(b"!*'();:@&=+$,/?%#[]")
-_ESCAPE = re.compile(rb"%([0-9A-Fa-f]{2})")
+_HEX = "0123456789abcdefABCDEF"
+# Every two hex digits (any case) -> what Kong writes for the escape, and the plain octet.
+_KONG: dict[bytes, bytes] = {}
+_PLAIN: dict[bytes, bytes] = {}
+for _a in _HEX:
+    for _b in _HEX:
+        _octet = int(_a + _b, 16)
+        _key = (_a + _b).encode()
+        _PLAIN[_key] = bytes((_octet,))
+        _KONG[_key] = b"%" + _key.upper() if _octet in _RESERVED else bytes((_octet,))
 
 
-def _decode(m: re.Match[bytes]) -> bytes:
-    octet = int(m.group(1), 16)
-    if octet in _RESERVED:
-        return m.group(0).upper()
-    return bytes((octet,))
+def _substitute(text: str, table: dict[bytes, bytes]) -> str:
+    # One dict lookup per '%': a regex with a Python callback costs several times more, and a
+    # path of thousands of escapes is decoded on every such request.
+    parts = text.encode("utf-8", "surrogateescape").split(b"%")
+    get = table.get
+    # A table value is never empty, so `or` falls back only for a '%' without two hex digits.
+    tail = [(get(p[:2]) or b"%" + p[:2]) + p[2:] for p in parts[1:]]
+    return (parts[0] + b"".join(tail)).decode("utf-8", "surrogateescape")
 
 
 def decode_unreserved(text: str) -> str:
     """Percent-decode every octet but the reserved ones (whose escapes are upper-cased)."""
     if "%" not in text:
         return text
-    raw = _ESCAPE.sub(_decode, text.encode("utf-8", "surrogateescape"))
-    return raw.decode("utf-8", "surrogateescape")
+    return _substitute(text, _KONG)
+
+
+_PLAIN_BUT_SLASH = {k: (b"%2F" if v == b"/" else v) for k, v in _PLAIN.items()}
+
+
+def decode_all(text: str, *, keep_slash: bool = False) -> str:
+    """Percent-decode every octet once (as WSGI/ASGI servers do); ``%2F`` kept when asked."""
+    if "%" not in text:
+        return text
+    return _substitute(text, _PLAIN_BUT_SLASH if keep_slash else _PLAIN)
 
 
 def normalize_path(path: str) -> str:

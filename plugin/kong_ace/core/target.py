@@ -12,12 +12,11 @@ operation).
 from __future__ import annotations
 
 import itertools
-import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from kong_ace.core.normalize import normalize_path
+from kong_ace.core.normalize import decode_all, normalize_path
 
 # 400 messages (Kong-style bodies {"message": ...}).
 FRAGMENT = "fragment in request target"
@@ -56,7 +55,6 @@ def spellings(name: str) -> tuple[str, ...]:
 # Cleared blindly when Kong read only the first 100 headers of a request that passes through.
 BLIND_ACE = tuple(s for n in ACE_NAMES for s in spellings(n))
 
-_ESCAPE = re.compile(rb"%([0-9A-Fa-f]{2})")
 
 
 @dataclass(slots=True)
@@ -146,7 +144,7 @@ def screen(policy: Policy, req: Any, headers: Mapping[str, Any]) -> Screened:
         s.refusal = PATH_PARAMETERS
         return s
     if "%" in path:
-        decoded = percent_decode(path, keep_slash=True)
+        decoded = percent_decode(path)
         if decoded != path:
             s.alternate = decoded
     s.concerned = policy_under(path) or (s.alternate is not None and policy_under(s.alternate))
@@ -209,11 +207,6 @@ def strip_parameters(path: str) -> str:
     return "/".join(seg.partition(";")[0] for seg in path.split("/"))
 
 
-def percent_decode(path: str, *, keep_slash: bool = False) -> str:
-    """Decode every escape once, as a WSGI/ASGI server does (``%2F`` kept when asked)."""
-    def dec(m: re.Match[bytes]) -> bytes:
-        octet = int(m.group(1), 16)
-        return m.group(0) if keep_slash and octet == 0x2F else bytes((octet,))
-
-    raw = _ESCAPE.sub(dec, path.encode("utf-8", "surrogateescape"))
-    return raw.decode("utf-8", "surrogateescape")
+def percent_decode(path: str) -> str:
+    """Decode every escape once, as a WSGI/ASGI server does; ``%2F`` stays (see screen)."""
+    return decode_all(path, keep_slash=True)
