@@ -114,6 +114,13 @@ def test_a_reserved_escape_that_a_decoder_reads_as_another_operation_is_refused(
     assert enf().decide(req("/files/jobs/night%3Fly")).operation_id == "getJob"
 
 
+def test_an_escape_left_behind_by_kongs_single_decoding_pass_is_read_too() -> None:
+    # Kong decodes once: %%36%35xport becomes %65xport (getUser for ACE); the upstream decodes
+    # %65 again and runs exportUsers.
+    d = enf().decide(req("/files/users/%%36%35xport"))
+    assert (d.status, d.message) == (400, t.AMBIGUOUS_PATH)
+
+
 def test_genuinely_unrelated_paths_still_pass_untouched() -> None:
     d = enf().decide(req("/elsewhere/a%3Ab", headers={}))
     assert d.allowed and d.operation_id is None and not d.clear_upstream_headers

@@ -38,7 +38,11 @@ _PLAIN_BUT_SLASH = {k: (b"%2F" if v == b"/" else v) for k, v in _PLAIN.items()}
 
 
 def decode_all(text: str, *, keep_slash: bool = False) -> str:
-    """Percent-decode every octet once (as WSGI/ASGI servers do); ``%2F`` kept when asked."""
+    """Percent-decode every octet once (as WSGI/ASGI servers do); ``%2F`` kept when asked.
+
+    Not only the reserved escapes: Kong's single decoding pass can leave a new escape behind
+    (``%%34%31`` becomes ``%41``), which the upstream decodes in turn.
+    """
     if "%" not in text:
         return text
     return _substitute(text, _PLAIN_BUT_SLASH if keep_slash else _PLAIN)

@@ -208,5 +208,5 @@ def strip_parameters(path: str) -> str:
 
 
 def percent_decode(path: str) -> str:
-    """Decode every escape once, as a WSGI/ASGI server does; ``%2F`` stays (see screen)."""
+    """A normalised path decoded once, as a WSGI/ASGI server does; ``%2F`` stays (see screen)."""
     return decode_all(path, keep_slash=True)
