@@ -40,7 +40,7 @@ ACE_NAMES = ("X-ACE-Operation-ID", "X-ACE-Application-ID", "X-ACE-Package", "X-A
 CONSUMER_HEADERS = frozenset({"x-consumer-id", "x-consumer-custom-id", "x-consumer-username",
                               "x-credential-identifier", "x-anonymous-consumer"})
 ANONYMOUS_HEADER = "x-anonymous-consumer"
-_X = ("x-", "x_")
+_X = frozenset({"x-", "x_"})
 
 
 def spellings(name: str) -> tuple[str, ...]:
@@ -107,9 +107,8 @@ def screen(policy: Policy, req: Any, headers: Mapping[str, Any]) -> Screened:
     overrides: list[str] = []
     ace: list[str] = []
     consumer: list[str] = []
-    for name in headers:
-        if not isinstance(name, str) or name[:2] not in _X:
-            continue
+    # Every name the screen cares about starts with x- or x_: one comprehension filters them.
+    for name in [n for n in headers if isinstance(n, str) and n[:2] in _X]:
         canon = name.replace("_", "-")
         if canon.startswith(ACE_PREFIX):
             ace.append(name)
