@@ -151,7 +151,7 @@ def screen(policy: Policy, req: Any, headers: Mapping[str, Any]) -> Screened:
         if s.concerned:
             s.refusal = TOO_MANY_HEADERS  # a key, a forged header or an override may be unseen
             return s
-        s.ace_headers = BLIND_ACE
+        s.ace_headers = tuple(dict.fromkeys(s.ace_headers + BLIND_ACE))
     if (overrides or in_query) and s.concerned:
         _overrides(policy, s, headers, overrides, query if in_query else None)
     return s
