@@ -94,6 +94,13 @@ def test_path_parameters_under_an_api_are_refused(path: str) -> None:
     assert (d.status, d.message) == (400, t.PATH_PARAMETERS)
 
 
+def test_a_template_with_a_literal_semicolon_is_reported_unreachable() -> None:
+    config = confusion_config()
+    config["apis"][0]["operations"].append({"method": "POST", "path": "/items/{id}/;edit"})
+    assert any("/files/items/{id}/;edit" in w and "unreachable" in w
+               for w in Enforcer(config).warnings)
+
+
 def test_path_parameters_elsewhere_pass_through() -> None:
     assert enf().decide(req("/elsewhere/x;jsessionid=1", headers={})).allowed
 

@@ -20,6 +20,9 @@ from kong_ace.limits.limiter import RateResult, StorageUnavailable, build_limite
 
 log = logging.getLogger("kong_ace")
 
+UNREACHABLE_PARAMETERS = ("operation '{op}' has ';' in its path: requests with ';' under an API "
+                          "are refused (SPEC §8), so it is unreachable")
+
 
 class Enforcer:
     """Compiles a plugin config once; ``decide`` is dict hops and arithmetic per request."""
@@ -47,6 +50,8 @@ class Enforcer:
                     found += load_spec_file(path, source, validate=True).warnings
                 elif text is not None:
                     found += compile_spec(parse_document(text, source), source, None).warnings
+            found += [UNREACHABLE_PARAMETERS.format(op=op) for op in self.catalog.operations()
+                      if ";" in op.path]
             self._warnings = found
         return self._warnings
 
