@@ -185,6 +185,8 @@ def test_scope_is_the_host_header_and_two_hosts_are_refused() -> None:
     assert e.decide(req("/svc/data", host="admin.example")).status == 403
     assert e.decide(req("/svc/data", host="Public.Example:8000",
                         authority="public.example")).operation_id == "publicData"
+    # An odd spelling of the host never escapes the scope into a pass-through.
+    assert e.decide(req("/svc/data", host="admin.example.", headers={})).status == 401
 
 
 # 7. Identity headers ----------------------------------------------------------------------

@@ -15,7 +15,7 @@ from kong_ace.core.decision import Decision, Request, deny
 from kong_ace.core.matcher import Match, Operation
 from kong_ace.core.normalize import normalize_path
 from kong_ace.core.spec import compile_spec, load_spec_file, parse_document
-from kong_ace.core.target import AMBIGUOUS_PATH, Screened, screen
+from kong_ace.core.target import AMBIGUOUS_PATH, Screened, host_key, screen
 from kong_ace.limits.limiter import RateResult, StorageUnavailable, build_limiter
 
 log = logging.getLogger("kong_ace")
@@ -292,9 +292,9 @@ def _service_keys(service: Any) -> tuple[str, ...]:
 
 
 def _host(host: Any) -> str | None:
+    if isinstance(host, list):  # a multi-map value: the first Host header
+        host = host[0] if host else None
     if not isinstance(host, str) or not host:
         return None
-    host = host.lower()
-    if host.startswith("["):  # IPv6 literal, maybe with a port
-        return host[: host.find("]") + 1]
-    return host.rsplit(":", 1)[0] if host.count(":") == 1 else host
+    # Port and a trailing dot dropped: a scope must not be missed by spelling the host oddly.
+    return host_key(host)
