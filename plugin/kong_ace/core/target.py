@@ -101,7 +101,7 @@ def screen(policy: Policy, req: Any, headers: Mapping[str, Any]) -> Screened:
         s.refusal = FRAGMENT  # RFC 9112: a request target has no fragment
         return s
     if (req.authority is not None and isinstance(req.authority, str)
-            and isinstance(req.host, str) and req.host
+            and isinstance(req.host, str)  # an empty Host header differs too
             and host_key(req.authority) != host_key(req.host)):
         s.refusal = HOST_MISMATCH  # Kong's router reads the Host header, nginx's $host not
         return s
