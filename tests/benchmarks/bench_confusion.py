@@ -45,6 +45,8 @@ def cases() -> list[tuple[str, str]]:
         ("8 KB of ':' vs {name}:cancel (jobs)", "/files/jobs/" + ":" * (KB8 - 12)),
         ("8 KB of 1-char segments", "/files" + "/a" * ((KB8 - 6) // 2)),
         ("8 KB of %3A escapes (two readings)", "/files/jobs/" + "%3A" * ((KB8 - 12) // 3)),
+        ("8 KB of %41 escapes (Kong decodes them)", "/files/jobs/" + "%41" * ((KB8 - 12) // 3)),
+        ("8 KB of lone '%'", "/files/jobs/" + "%" * (KB8 - 12)),
         ("8 KB of ';' segments (refused)", "/files/users/" + ";x" * ((KB8 - 13) // 2)),
     ]
 

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import codecs
+import re
+
 # Escapes of these stay escaped (only upper-cased): decoding them would change the path's meaning,
 # above all %2F, which must never become a separator.
 _RESERVED = frozenset(b"!*'();:@&=+$,/?%#[]")
@@ -18,8 +21,7 @@ for _a in _HEX:
 
 
 def _substitute(text: str, table: dict[bytes, bytes]) -> str:
-    # One dict lookup per '%': a regex with a Python callback costs several times more, and a
-    # path of thousands of escapes is decoded on every such request.
+    # One dict lookup per '%' (a regex with a Python callback costs several times more).
     parts = text.encode("utf-8", "surrogateescape").split(b"%")
     get = table.get
     # A table value is never empty, so `or` falls back only for a '%' without two hex digits.
@@ -27,10 +29,44 @@ def _substitute(text: str, table: dict[bytes, bytes]) -> str:
     return (parts[0] + b"".join(tail)).decode("utf-8", "surrogateescape")
 
 
+# Many escapes (a hostile 8 KB path holds thousands): decode in C. Escapes that must stay are
+# first rewritten as an escaped '%' followed by their upper-cased digits ('%25' first: the later
+# rewrites produce '%25..', which must not be rewritten again), a '%' without two hex digits as
+# an escaped '%'; then every '%' becomes '\\x' for codecs.escape_decode (backslashes doubled
+# first, so no other escape exists). A regex template or callback would run Python per escape.
+_MANY = 8
+_LONE = re.compile(rb"%(?![0-9A-Fa-f]{2})")
+Keep = tuple[tuple[bytes, bytes], ...]
+
+
+def _keeping(octets: bytes) -> Keep:
+    out = []
+    for code in sorted({b"%02X" % o for o in octets}, key=lambda c: c != b"25"):
+        # Every reserved octet's first hex digit is a digit: two spellings at most.
+        for spelling in dict.fromkeys((code, code.lower())):
+            out.append((b"%" + spelling, b"%25" + code))
+    return tuple(out)
+
+
+_KEEP_KONG = _keeping(bytes(_RESERVED))
+_KEEP_SLASH = _keeping(b"/")
+
+
+def _decode_in_c(text: str, keep: Keep) -> str:
+    raw = text.encode("utf-8", "surrogateescape")
+    for escape, protected in keep:
+        raw = raw.replace(escape, protected)
+    raw = _LONE.sub(b"%25", raw.replace(b"\\", b"\\\\")).replace(b"%", b"\\x")
+    decoded: bytes = codecs.escape_decode(raw)[0]  # type: ignore[attr-defined]
+    return decoded.decode("utf-8", "surrogateescape")
+
+
 def decode_unreserved(text: str) -> str:
     """Percent-decode every octet but the reserved ones (whose escapes are upper-cased)."""
     if "%" not in text:
         return text
+    if text.count("%") > _MANY:
+        return _decode_in_c(text, _KEEP_KONG)
     return _substitute(text, _KONG)
 
 
@@ -45,6 +81,8 @@ def decode_all(text: str, *, keep_slash: bool = False) -> str:
     """
     if "%" not in text:
         return text
+    if text.count("%") > _MANY:
+        return _decode_in_c(text, _KEEP_SLASH if keep_slash else ())
     return _substitute(text, _PLAIN_BUT_SLASH if keep_slash else _PLAIN)
 
 
