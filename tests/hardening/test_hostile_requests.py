@@ -216,7 +216,8 @@ def _as_upstream(headers: dict[str, Any], query: str, d: Any) -> tuple[dict[str,
     return out, "&".join(kept)
 
 
-CORE_SETTINGS = settings(SETTINGS, max_examples=scale(2000, 30000))
+CORE_SETTINGS = settings(SETTINGS, max_examples=scale(3000, 30000))
+SERVER_SETTINGS = settings(SETTINGS, max_examples=scale(1000, 20000))
 
 
 def test_core_admits_only_the_entitled() -> None:
@@ -262,7 +263,7 @@ def test_server_admits_only_the_entitled_and_always_answers(server: PluginServer
     admitted: list[str] = []
     statuses: dict[int, int] = {}
 
-    @SETTINGS
+    @SERVER_SETTINGS
     @given(hostile_plus(), st.integers(0, 1))
     def prop(req: tuple[str, str, dict[str, Any], str, str | None], worker: int) -> None:
         method, path, headers, query, authority = req
