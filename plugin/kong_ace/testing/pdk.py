@@ -13,6 +13,7 @@ from typing import Any
 from urllib.parse import unquote_to_bytes
 
 from kong_ace.core.normalize import normalize_path
+from kong_ace.gateway.request_line import kong_escape
 
 # mp_rpc.lua get_step_method: by_pdk_method
 STEP_METHODS = {
@@ -112,6 +113,7 @@ class KongPDK:
         self.request_uri = req.path
         self.upstream_headers = _lower_headers(req.headers)  # ngx.req.set_header edits these
         self.upstream_query = raw_query
+        self.upstream_path: str | None = None  # set by kong.service.request.set_path
         self.response_headers: dict[str, Any] = {}
         self.authenticated: tuple[Any, Any] | None = (
             (req.consumer, req.credential) if req.consumer or req.credential else None)
@@ -166,6 +168,7 @@ class KongPDK:
             "kong.service.request.set_headers": self.set_upstream,
             "kong.service.request.clear_header": lambda n: self.set_upstream({n: []}),
             "kong.service.request.set_raw_query": self.set_raw_query,
+            "kong.service.request.set_path": self.set_path,
             "kong.response.set_header": lambda n, v: self.set_response({n: v}),
             "kong.response.set_headers": self.set_response,
             "kong.response.exit": self.do_exit,
@@ -191,6 +194,8 @@ class KongPDK:
             "request_uri": self.request_uri,
             "request_method": self.req.method,
             "args": self.raw_query or None,
+            # handler.lua: escape(the router's upstream uri); routes here never rewrite it
+            "upstream_uri": kong_escape(normalize_path(self.raw_path)),
             "host": self.req.host.lower().split(":")[0],
             "http_host": self.get_header("host") or self.req.host,
             "scheme": "http",
@@ -255,6 +260,14 @@ class KongPDK:
         if not isinstance(query, str):
             raise LuaError("query must be a string")
         self.upstream_query = query
+
+    def set_path(self, path: str) -> None:
+        """kong.service.request.set_path: ngx.var.upstream_uri = escape(path)."""
+        if not isinstance(path, str):
+            raise LuaError("path must be a string")
+        if not path.startswith("/"):
+            raise LuaError("path must start with /")
+        self.upstream_path = kong_escape(path)
 
     def set_response(self, headers: dict[str, Any]) -> None:
         """kong.response.set_headers."""
