@@ -58,6 +58,18 @@ def test_unescape_forwards_the_decoded_path(server: PluginServerProcess) -> None
     node.close()
 
 
+def test_unescape_in_companion_mode_forwards_the_decoded_path(server: PluginServerProcess) -> None:
+    node = KongNode(server.socket, confusion_config(path_with_escaped_slashes_action="unescape"),
+                    companions=True)
+    r = send(node, "/files/users/a%2F..%2F7")
+    # Still two PDK calls: ace-guard sets the path in Lua.
+    assert (r.status, r.upstream("X-ACE-Operation-ID")) == (200, "getUser")
+    assert r.upstream_path == "/files/users/7"
+    assert r.pdk_calls == ["kong.nginx.get_ctx", "kong.nginx.set_ctx"]
+    assert send(node, "/files/flights/BA117%2Fmanifest.json").status == 403  # exportManifest
+    node.close()
+
+
 # 5. Method overrides ----------------------------------------------------------------------
 
 def test_method_overrides_are_stripped_before_the_upstream(node: KongNode) -> None:

@@ -34,6 +34,7 @@ from hypothesis import strategies as st
 from kong_ace import Enforcer, Request
 from kong_ace.core.normalize import normalize_path
 from kong_ace.testing import KongNode, KongRequest, PluginServerProcess
+from kong_ace.testing.pdk import KongPDK
 from tests.idp import IdP, SigningKey
 
 from .catalog import APP_OF_KEY, KEYS, hardening_config, oracle_ops
@@ -305,6 +306,10 @@ def test_server_admits_only_the_entitled_and_always_answers(server: PluginServer
             hl.setdefault(k.lower(), []).extend(v if isinstance(v, list) else [v])
         from kong_ace.gateway.request_line import parse_query
         host = hl.get("host", [None])[0]
+        if companions and authority is None:
+            # ace-context always sends nginx's $host (the Host header, else the server name).
+            authority = KongPDK(KongRequest(method=method, path=target, headers=headers),
+                                []).nginx_host()
         d = ENF.decide(Request(method, path, headers=hl, query=parse_query(query), host=host,
                                target=target, authority=authority))
         assert (d.allowed, d.status) == (r.proxied, None if r.proxied else r.status)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Mapping
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -125,18 +126,24 @@ class Enforcer:
             return d.PASS
         upstream_path = s.upstream_path
 
-        plan = self._auth_plans.get(op.uid)
-        if plan is not None:  # another strategy than the top-level keys may admit it
-            got = self.auth.authenticate(op, plan, req, headers, forged)
-            if type(got) is Decision:
-                return got
-            return self._authorize(op, got.app, forged, got.consumer,  # type: ignore[union-attr]
-                                   got.hidden_headers, got.hidden_query)  # type: ignore[union-attr]
-
         consumer = req.consumer
         if consumer is not None and (req.credential is False or s.anonymous):
             # Another plugin's anonymous consumer (no credential) is no authenticated caller.
             consumer = None
+
+        plan = self._auth_plans.get(op.uid)
+        if plan is not None:  # another strategy than the top-level keys may admit it
+            got = self.auth.authenticate(op, plan, req, headers, forged, consumer,
+                                         s.consumer_headers)
+            if type(got) is Decision:
+                if got.allowed and (strip_query or upstream_path is not None):
+                    got = replace(got, clear_query=got.clear_query + strip_query,
+                                  upstream_path=upstream_path)
+                return got
+            clear = forged + s.consumer_headers if got.own else forged  # type: ignore[union-attr]
+            return self._authorize(op, got.app, clear + got.hidden_headers,  # type: ignore
+                                   got.consumer, got.hidden_query,  # type: ignore[union-attr]
+                                   strip_query, upstream_path)
         if consumer is not None and not cat.is_anonymous(consumer):
             app = cat.application_for(consumer)
             if app is not None:

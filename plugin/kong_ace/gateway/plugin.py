@@ -162,7 +162,7 @@ class Plugin:
         # The one write: ace-guard applies the verdict, or answers 503 if it never arrives.
         req = companion.request_from(ctx, c.key_in_query)
         d = c.enforcer.decide(req)
-        verdict = companion.verdict_for(d, req.target or "", c.anonymous)
+        verdict = companion.verdict_for(d, req.target or "", c.anonymous, req.path)
         _v(kong.nginx.set_ctx(companion.VERDICT_KEY, verdict))
 
     @staticmethod

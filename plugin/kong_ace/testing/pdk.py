@@ -54,6 +54,7 @@ class KongRequest:
     credential: dict[str, Any] | None = None
     http_version: str = "1.1"
     request_line: str | None = None  # override $request (e.g. an absolute-form target)
+    upstream_uri: str | None = None  # $upstream_uri after a route rewrote the path
     answers: dict[str, Any] = field(default_factory=dict)  # PDK method -> forced result
 
 
@@ -183,6 +184,20 @@ class KongPDK:
 
     # --- reads ----------------------------------------------------------------------------
 
+    def nginx_host(self) -> str:
+        """nginx ``$host``: an absolute-form request line's host, else the Host header, else
+        the server name; lower case, without the port (ngx_http_variable_host)."""
+        line = self.req.request_line or ""
+        target = line.split(" ")[1] if line.count(" ") >= 2 else ""
+        if "://" in target:
+            host = target.split("://", 1)[1].split("/", 1)[0].split("?", 1)[0]
+        else:
+            host = self.get_header("host") or self.req.host
+        host = host.lower()
+        if host.startswith("["):
+            return host[: host.find("]") + 1]
+        return host.split(":", 1)[0]
+
     def get_var(self, name: str) -> Any:
         """ngx.var.<name> for the variables a plugin may ask about."""
         if name == "request":
@@ -195,9 +210,9 @@ class KongPDK:
             "request_method": self.req.method,
             "args": self.raw_query or None,
             # handler.lua: escape(the router's upstream uri); routes here never rewrite it
-            "upstream_uri": kong_escape(normalize_path(self.raw_path)),
-            "host": self.req.host.lower().split(":")[0],
-            "http_host": self.get_header("host") or self.req.host,
+            "upstream_uri": self.req.upstream_uri or kong_escape(normalize_path(self.raw_path)),
+            "host": self.nginx_host(),
+            "http_host": self.get_header("host"),  # the Host header only (nil without one)
             "scheme": "http",
         }.get(name)
 
