@@ -26,10 +26,14 @@ def kong_request(req: dict[str, Any]) -> KongRequest:
     headers: dict[str, Any] = dict(req.get("headers") or {})
     for i in range(1, req.get("filler", 0) + 1):
         headers[f"x-filler-{i}"] = str(i)
-    return KongRequest(method=req.get("method", "GET"), path=req.get("target", "/"),
-                       headers=headers, host=req.get("authority", "localhost"),
+    method, target, authority = req.get("method", "GET"), req.get("target", "/"), req.get(
+        "authority")
+    # nginx's $host is the request line's host when the target is in absolute form.
+    line = None if authority is None else f"{method} http://{authority}{target} HTTP/1.1"
+    return KongRequest(method=method, path=target, headers=headers, request_line=line,
                        route=req.get("route"), service=req.get("service"),
-                       consumer=req.get("consumer"), credential=req.get("credential"))
+                       consumer=req.get("consumer"), credential=req.get("credential"),
+                       upstream_uri=req.get("upstream_uri"))
 
 
 @pytest.mark.parametrize("case", CASES["context"], ids=lambda c: c["name"])
@@ -67,6 +71,8 @@ def test_guard(case: dict[str, Any]) -> None:
         assert (got[0] if got else None) == value, name
     if "query" in want:
         assert pdk.upstream_query == want["query"]
+    if "path" in want:
+        assert pdk.upstream_path == want["path"]
     if "response_headers" in want:
         assert pdk.response_headers == want["response_headers"]
     if "consumer" in want:

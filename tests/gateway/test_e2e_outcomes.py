@@ -10,7 +10,15 @@ from collections.abc import Iterator
 import pytest
 
 from kong_ace.testing import KongNode, PluginServerProcess
-from tests.gateway.support import COMPANION_CALLS, KEYS, MOBILE, get, node_in, outcomes_config
+from tests.gateway.support import (
+    COMPANION_CALLS,
+    KEYS,
+    MOBILE,
+    MOBILE_CREDENTIAL,
+    get,
+    node_in,
+    outcomes_config,
+)
 
 CHALLENGE = {"WWW-Authenticate": 'Key realm="kong"'}
 
@@ -87,7 +95,7 @@ def test_rate_limit_429_with_retry_after_and_no_charge_when_denied(node: KongNod
 
 
 def test_consumer_authenticated_by_key_auth_is_its_application(node: KongNode) -> None:
-    r = get(node, "/bookings/v2/bookings", consumer=MOBILE)
+    r = get(node, "/bookings/v2/bookings", consumer=MOBILE, credential=MOBILE_CREDENTIAL)
     assert r.status == 200
     assert r.upstream("X-ACE-Application-ID") == "mobile-app"
     assert r.upstream("X-ACE-Package") == "premium"

@@ -15,6 +15,7 @@ from tests.gateway.support import (
     COMPANION_CALLS,
     KEYS,
     MOBILE,
+    MOBILE_CREDENTIAL,
     get,
     kong_yml_config,
     outcomes_config,
@@ -91,21 +92,46 @@ def test_companion_mode_is_two_calls_allowed_denied_or_passed(server: PluginServ
     node.close()
 
 
-@pytest.mark.parametrize(
-    ("api_extra", "extra_call"),
-    [({"service": "flights"}, "kong.router.get_service"),
-     ({"hosts": ["api.example.com"]}, "kong.request.get_host")],
-)
-def test_scoped_apis_cost_one_more_read(server: PluginServerProcess, api_extra: dict,
-                                        extra_call: str) -> None:
+def test_service_scoped_api_costs_one_more_read(server: PluginServerProcess) -> None:
     config = outcomes_config()
     config["applications"] = [a for a in config["applications"] if not a.get("consumer")]
-    config["apis"][0].update(api_extra)
+    config["apis"][0].update({"service": "flights"})
     node = KongNode(server.socket, config)
     r = get(node, "/flights/v1/flights", KEYS["good"], service={"id": "s1", "name": "flights"},
             host="api.example.com")
     assert r.status == 200
-    assert extra_call in r.pdk_calls and len(r.pdk_calls) == 6
+    assert "kong.router.get_service" in r.pdk_calls and len(r.pdk_calls) == 6
+    node.close()
+
+
+def test_host_scoped_api_costs_nothing_more(server: PluginServerProcess) -> None:
+    # SPEC §8: hosts scoping reads the Host header, which comes with the headers (before #11,
+    # kong.request.get_host() cost one more round trip and read nginx's $host instead).
+    config = outcomes_config()
+    config["applications"] = [a for a in config["applications"] if not a.get("consumer")]
+    config["apis"][0].update({"hosts": ["api.example.com"]})
+    node = KongNode(server.socket, config)
+    r = get(node, "/flights/v1/flights", KEYS["good"], host="api.example.com")
+    assert r.status == 200
+    assert "kong.request.get_host" not in r.pdk_calls and len(r.pdk_calls) == 5
+    other = get(node, "/flights/v1/flights", KEYS["good"], headers={"host": "other.example"})
+    assert other.status == 404  # the Host header decides the scope
+    node.close()
+
+
+def test_consumer_of_another_plugin_costs_one_credential_read(server: PluginServerProcess) -> None:
+    node = KongNode(server.socket, outcomes_config(), consumers=[MOBILE])
+    r = get(node, "/bookings/v2/bookings", consumer=MOBILE, credential=MOBILE_CREDENTIAL)
+    assert r.status == 200
+    assert r.pdk_calls == ["kong.nginx.get_ctx", "kong.nginx.get_var",
+                           "kong.request.get_headers", "kong.client.get_consumer",
+                           "kong.client.get_credential",
+                           "kong.service.request.set_headers"]  # premium: no limits
+    # Marked anonymous by its auth plugin: known without the credential read.
+    anon = get(node, "/bookings/v2/bookings", consumer=MOBILE,
+               headers={"x-anonymous-consumer": "true"})
+    assert anon.status == 401
+    assert "kong.client.get_credential" not in anon.pdk_calls
     node.close()
 
 

@@ -4,6 +4,13 @@ Property: a request is admitted only if its normalised path (by a reference port
 normaliser, written in conftest) and its method match an operation that an approved
 registration of the presenting application covers (read from the config dict), and the server
 always answers with an exit or a clean "ret" — never an RPC error, never a hang.
+
+Upstream oracle (SPEC §8): an admitted request, as it reaches the upstream (the path Kong
+forwards, the headers and query left after ACE), is read again the way a percent-decoding
+WSGI/ASGI server, a normalising framework, a ';'-stripping Tomcat/Jetty, a fragment-cutting
+server, a backslash-splitting server and method-override middleware would; each reading must
+route to operations the application is entitled to, and the Host header and an absolute-form
+request line's host must agree.
 """
 
 from __future__ import annotations
@@ -13,6 +20,7 @@ import copy
 import hashlib
 import hmac
 import json
+import re
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -26,17 +34,38 @@ from hypothesis import strategies as st
 from kong_ace import Enforcer, Request
 from kong_ace.core.normalize import normalize_path
 from kong_ace.testing import KongNode, KongRequest, PluginServerProcess
+from kong_ace.testing.pdk import KongPDK
 from tests.idp import IdP, SigningKey
 
 from .catalog import APP_OF_KEY, KEYS, hardening_config, oracle_ops
-from .conftest import entitled, kong_normalize, scale, template_regex
+from .conftest import (
+    entitled,
+    host_key,
+    kong_forwarded_path,
+    kong_normalize,
+    route,
+    scale,
+    template_regex,
+    upstream_methods,
+    upstream_readings,
+)
 
+# SPEC §8: segments an upstream reads differently from Kong
+CONFUSING = ["12%2Fmanifest.json", "x%5Cy", "a;b", "12;x", "#", "12#/../x", "a%23b", "%2F..%2F",
+             ";jsessionid=1", "x.json;a", "literal;", "%3A", "me%2F..%2Fme", "12%2f..%2fseats",
+             "a%2Fb.json", "x;.json", "12%5C..%5Cmanifest.json"]
 SEGMENTS = ["flights", "v1", "bookings", "v2", "customers", "me", "12", "seats", "airports",
             "manifest.json", "tickets", "7.pdf", "hand", "files", "a.json", "x-y", "static",
             "literal", "caf\u00e9", "caf%C3%A9", "CAF%c3%a9", ";edit", "..", ".", "%2e%2e",
             "%2E.", ".%2e", "%2F", "%2f..", "", ";x", "..;", "x;a=b", "%00", "\x00", "%ff",
             "%FF%FE", "\u202e", "\U0001f600", "x" * 300, "%66lights", "FLIGHTS", "a b",
-            "%20", "%25", "%252e", "%5c..", "\\..", "%3b", "%3F", "%23", "~", "-", "{x}"]
+            "%20", "%25", "%252e", "%5c..", "\\..", "%3b", "%3F", "%23", "~", "-", "{x}",
+            *CONFUSING]
+OVERRIDES = [("X-HTTP-Method-Override", "DELETE"), ("x_http_method", "PUT"),
+             ("X-Method-Override", "GET"), ("X_HTTP_METHOD_OVERRIDE", "PATCH")]
+HOSTS = [None, None, None, "api.example.com", "API.Example.COM:8000", "admin.example", "",
+         "api.example.com."]
+AUTHORITIES = [None] * 9 + ["api.example.com", "public.example", "API.example.com:80"]
 METHODS = ["GET", "get", "Get", "gEt", "POST", "post", "HEAD", "head", "DELETE", "delete",
            "PUT", "PATCH", "OPTIONS", "TRACE", "CONNECT", "", "G ET", "GET\x00", "\u0130GET"]
 KEY_VALUES = [*KEYS.values(), "", "wrong", KEYS["basic"].upper(), KEYS["basic"] + "\x00",
@@ -77,7 +106,8 @@ def hostile(draw: st.DrawFn) -> tuple[str, str, dict[str, Any], str]:
     if draw(st.booleans()):  # near a real operation
         op = draw(st.sampled_from(OPS))
         plain = ["12", "abc", "x.json"]
-        segs = [draw(st.sampled_from(SEGMENTS + plain * 20)) if "{" in s else s
+        segs = [draw(st.sampled_from(plain) | st.sampled_from(CONFUSING)
+                     | st.sampled_from(SEGMENTS)) if "{" in s else s
                 for s in op.full.split("/")[1:]]
         for _ in range(draw(st.sampled_from([0, 0, 1, 2]))):
             segs.insert(draw(st.integers(0, len(segs))),
@@ -110,8 +140,37 @@ def hostile(draw: st.DrawFn) -> tuple[str, str, dict[str, Any], str]:
     query_parts = draw(st.lists(st.sampled_from(
         ["apikey=" + KEYS["basic"], "apikey=" + KEYS["api"], "apikey=", "apikey", "apikey=wrong",
          "api%6bey=" + KEYS["basic"], "apikey=%ff", "a=1", "&", "apikey=" + KEYS["basic"][:5]
-         + "%" + KEYS["basic"][5:]]), max_size=3))
+         + "%" + KEYS["basic"][5:], "_method=DELETE", "%5Fmethod=GET"]), max_size=3))
     return method, path, headers, "&".join(query_parts)
+
+
+@st.composite
+def hostile_plus(draw: st.DrawFn) -> tuple[str, str, dict[str, Any], str, str | None]:
+    """hostile() with method overrides, a Host header and an absolute-form host."""
+    method, path, headers, query = draw(hostile())
+    if draw(st.integers(0, 3)) == 0:
+        headers = {**headers, **dict(draw(st.lists(st.sampled_from(OVERRIDES), max_size=2)))}
+        method = draw(st.sampled_from([method, "POST"]))
+    host = draw(st.sampled_from(HOSTS))
+    if host is not None:
+        headers = {**headers, "host": host}
+    return method, path, headers, query, draw(st.sampled_from(AUTHORITIES))
+
+
+def check_upstream(method: str, raw_path: str, authority: str | None, app_id: str | None,
+                   forwarded: str, upstream_headers: dict[str, list[Any]],
+                   upstream_query: str) -> None:
+    """Every upstream reading of an admitted request is an operation ``app_id`` may call."""
+    host = [v for k, vs in upstream_headers.items() if k == "host" for v in vs]
+    if authority is not None and host and isinstance(host[0], str):
+        assert host_key(authority) == host_key(host[0]), (authority, host)
+    for reader, path in upstream_readings(forwarded).items():
+        for m in upstream_methods(method, upstream_headers, upstream_query):
+            ops = route(OPS, m, path)
+            assert ops, (reader, m, path, raw_path)
+            for op in ops:
+                assert entitled(CONFIG, app_id or "", op.api, op.method, op.template,
+                                op.op_id), (reader, m, path, raw_path, op)
 
 
 def check_admission(method: str, path: str, headers: dict[str, Any], query: str,
@@ -150,24 +209,50 @@ ENF = Enforcer(copy.deepcopy(CONFIG))
 CORE_ADMITTED: list[str] = []
 
 
+def _as_upstream(headers: dict[str, Any], query: str, d: Any) -> tuple[dict[str, list[Any]],
+                                                                        str]:
+    """What reaches the upstream after a decision: nginx clears by exact name, any case."""
+    out: dict[str, list[Any]] = {}
+    for k, v in headers.items():
+        out.setdefault(k.lower(), []).extend(v if isinstance(v, list) else [v])
+    for name in d.clear_upstream_headers:
+        out.pop(name.lower(), None)
+    for name, value in d.upstream_headers.items():
+        out[name.lower()] = [value]
+    kept = [p for p in query.split("&")
+            if p and _unquote(p.partition("=")[0]) not in set(d.clear_query)]
+    return out, "&".join(kept)
+
+
+CORE_SETTINGS = settings(SETTINGS, max_examples=scale(3000, 30000))
+SERVER_SETTINGS = settings(SETTINGS, max_examples=scale(1000, 20000))
+
+
 def test_core_admits_only_the_entitled() -> None:
     CORE_ADMITTED.clear()
 
-    @SETTINGS
-    @given(hostile())
-    def prop(req: tuple[str, str, dict[str, Any], str]) -> None:
-        method, path, headers, query = req
+    @CORE_SETTINGS
+    @given(hostile_plus())
+    def prop(req: tuple[str, str, dict[str, Any], str, str | None]) -> None:
+        method, path, headers, query, authority = req
         q: dict[str, list[str]] = {}  # decoded, as kong.request.get_query() hands it over
         for part in query.split("&"):
             k, eq, v = part.partition("=")
             if k:
                 q.setdefault(_unquote(k), []).extend([_unquote(v)] if eq else [])
-        d = ENF.decide(Request(method, path, headers=headers, query=q))
+        host = headers.get("host")
+        d = ENF.decide(Request(method, path, headers=headers, query=q, host=host,
+                               target=path + ("?" + query if query else ""),
+                               authority=authority))
         if d.allowed:
             check_admission(method, path, headers, query, d.operation_id, d.application_id)
+            up_headers, up_query = _as_upstream(headers, query, d)
+            forwarded = getattr(d, "upstream_path", None) or kong_forwarded_path(path)
+            check_upstream(method, path, authority, d.application_id, forwarded, up_headers,
+                           up_query)
             CORE_ADMITTED.append(d.operation_id or "")
         else:
-            assert d.status in (401, 403, 404, 405) and d.message
+            assert d.status in (400, 401, 403, 404, 405) and d.message
     prop()
     # The property is not vacuous: admissions happen (see also the positive control below).
     assert len(CORE_ADMITTED) >= 10 and len(set(CORE_ADMITTED)) >= 3, CORE_ADMITTED
@@ -191,29 +276,42 @@ def test_server_admits_only_the_entitled_and_always_answers(server: PluginServer
     admitted: list[str] = []
     statuses: dict[int, int] = {}
 
-    @SETTINGS
-    @given(hostile(), st.integers(0, 1))
-    def prop(req: tuple[str, str, dict[str, Any], str], worker: int) -> None:
-        method, path, headers, query = req
+    @SERVER_SETTINGS
+    @given(hostile_plus(), st.integers(0, 1))
+    def prop(req: tuple[str, str, dict[str, Any], str, str | None], worker: int) -> None:
+        method, path, headers, query, authority = req
         target = path + ("?" + query if query else "")
-        r = node.request(KongRequest(method=method, path=target, headers=headers),
-                         worker=worker)
+        if not re.fullmatch(r"[A-Za-z]+", method):
+            authority = None  # nginx refuses such a request line before Kong runs
+        line = None if authority is None else f"{method} http://{authority}{target} HTTP/1.1"
+        r = node.request(KongRequest(method=method, path=target, headers=headers,
+                                     request_line=line), worker=worker)
         assert r.errors == [], r.errors  # an RPC error is a request Kong lets through
         statuses[r.status] = statuses.get(r.status, 0) + 1
         if r.proxied:
             op_id = r.upstream("X-ACE-Operation-ID")
             app_id = r.upstream("X-ACE-Application-ID")
             check_admission(method, path, headers, query, op_id, app_id)
+            forwarded = (r.upstream_path if "kong.service.request.set_path" in r.pdk_calls
+                         else kong_forwarded_path(path.partition("?")[0]))
+            check_upstream(method, path, authority, app_id, forwarded, r.upstream_headers,
+                           r.upstream_query)
             admitted.append(op_id)
         else:
-            assert r.status in (401, 403, 404, 405), (r.status, r.body)
+            assert r.status in (400, 401, 403, 404, 405), (r.status, r.body)
             assert isinstance(r.message, str) and r.message
         # The core, given the same raw request, decides the same.
         hl: dict[str, list[Any]] = {}
         for k, v in headers.items():
             hl.setdefault(k.lower(), []).extend(v if isinstance(v, list) else [v])
         from kong_ace.gateway.request_line import parse_query
-        d = ENF.decide(Request(method, path, headers=hl, query=parse_query(query)))
+        host = hl.get("host", [None])[0]
+        if companions and authority is None:
+            # ace-context always sends nginx's $host (the Host header, else the server name).
+            authority = KongPDK(KongRequest(method=method, path=target, headers=headers),
+                                []).nginx_host()
+        d = ENF.decide(Request(method, path, headers=hl, query=parse_query(query), host=host,
+                               target=target, authority=authority))
         assert (d.allowed, d.status) == (r.proxied, None if r.proxied else r.status)
 
     prop()
@@ -236,6 +334,8 @@ def test_positive_control_every_entitled_operation_is_admitted(
             path = op.full.replace("{", "p").replace("}", "")
             if app_id == "revoked-app":
                 continue  # entitled by registration, but its key is revoked
+            if ";" in path:
+                continue  # SPEC §8: ';' under an API is refused (Tomcat reads another path)
             r = node.request(KongRequest(method=op.method, path=path, headers={"apikey": key}))
             assert (r.status, r.upstream("X-ACE-Operation-ID")) == (200, op.op_id), (op, r.body)
             checked += 1

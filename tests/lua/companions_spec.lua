@@ -108,6 +108,7 @@ local function mock(req, consumers)
       request_uri = req.target,
       http_host = first(request_headers.host),
       host = req.authority,
+      upstream_uri = req.upstream_uri,
     },
     req = {
       get_headers = function(max)
@@ -157,6 +158,10 @@ local function mock(req, consumers)
         end,
         clear_header = function(name)
           state.upstream[name:lower()] = nil
+        end,
+        set_path = function(path)
+          assert(type(path) == "string", "path must be a string")
+          state.path = path
         end,
         set_raw_query = function(q)
           assert(type(q) == "string", "query must be a string")
@@ -266,6 +271,9 @@ describe("ace-guard", function()
       end
       if want.query then
         assert.equal(want.query, state.query)
+      end
+      if want.path then
+        assert.equal(want.path, state.path)
       end
       if want.response_headers then
         assert.same(want.response_headers, state.response)

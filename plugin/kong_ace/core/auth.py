@@ -40,6 +40,7 @@ class Admission(NamedTuple):
     consumer: str | None
     hidden_headers: tuple[str, ...]
     hidden_query: tuple[str, ...]
+    own: bool = True  # ACE authenticated the caller itself (not another plugin's consumer)
 
 
 @dataclass(frozen=True, slots=True)
@@ -111,18 +112,22 @@ class Authenticator:
         return out
 
     def authenticate(self, op: Operation, plan: Plan, req: Request, headers: Mapping[str, Any],
-                     forged: tuple[str, ...]) -> Decision | Admission:
-        """Find the application of a request to ``op`` under ``plan``, or answer it."""
+                     forged: tuple[str, ...], consumer: Any,
+                     own_clear: tuple[str, ...] = ()) -> Decision | Admission:
+        """Find the application of a request to ``op`` under ``plan``, or answer it.
+
+        ``consumer``: the consumer another plugin authenticated, if ACE trusts it (SPEC §8);
+        ``own_clear``: what to clear as well when ACE authenticates the caller itself.
+        """
         if plan.open:
             # Open access: matched, no application, no application limits.
             return Decision(True, None, None, {}, {_H_OP: op.id}, forged, (), op.id)
         cat = self.catalog
-        consumer = req.consumer
         if consumer is not None and not cat.is_anonymous(consumer):
             app = cat.application_for(consumer)
             if app is not None:
                 # Another Kong auth plugin authenticated it: as on the key path (README).
-                return Admission(app, None, (), ())
+                return Admission(app, None, (), (), False)
             if cat.anonymous is not None:
                 return Decision(allowed=True, clear_upstream_headers=forged, operation_id=op.id)
         if plan.tokens:
@@ -139,8 +144,9 @@ class Authenticator:
             app = cat.consumers.get(cat.anonymous)
             if app is not None:
                 return Admission(app, cat.anonymous, (), ())
-            return Decision(allowed=True, clear_upstream_headers=forged, operation_id=op.id,
-                            consumer=cat.anonymous, upstream_headers={_H_OP: op.id})
+            return Decision(allowed=True, clear_upstream_headers=forged + own_clear,
+                            operation_id=op.id, consumer=cat.anonymous,
+                            upstream_headers={_H_OP: op.id})
         m = plan.missing
         return Decision(False, m.status, m.message, m.headers, operation_id=op.id)
 

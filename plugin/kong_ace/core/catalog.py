@@ -11,7 +11,9 @@ from pathlib import Path
 from typing import Any
 
 from kong_ace.core.matcher import Matcher, Operation, Scope, parse_template
+from kong_ace.core.normalize import normalize_path
 from kong_ace.core.spec import Spec, clean_base_path, compile_spec, load_spec_file, parse_document
+from kong_ace.core.target import ESCAPED_SLASH_ACTIONS, METHOD_OVERRIDE_ACTIONS, Policy
 from kong_ace.errors import ConfigError
 from kong_ace.limits.limiter import PERIODS, Limit
 
@@ -31,6 +33,7 @@ KONG_KEYS = frozenset(
 TOP_FIELDS = frozenset(
     {"match_policy", "anonymous", "key_names", "key_in_header", "key_in_query", "hide_credentials",
      "specs_dir", "apis", "packages", "applications", "rate_limiting", "companions",
+     "path_with_escaped_slashes_action", "method_override_action",
      "auth_strategies"}  # auth fields: compiled by core/strategies.py
     | {"log_summary"}
 )
@@ -148,6 +151,8 @@ class Catalog:
     companions_required: bool = False  # no ace-context table: 500 rather than classic mode
     log_summary: bool = False  # classic mode: hand Kong's log plugins a decision summary
 
+    policy: Policy = field(default=Policy())  # request-confusion options (SPEC §8)
+
     def operations(self) -> list[Operation]:
         """Every operation, in configuration order."""
         return [op for api in self.apis.values() for op in api.operations]
@@ -248,8 +253,20 @@ def compile_catalog(config: Mapping[str, Any], base_dir: Path | None = None) -> 
         sources=tuple(sources),
         companions_required=_choice(config, "companions", COMPANION_MODES, "",
                                     "optional") == "required",
+        policy=Policy(
+            escaped_slashes=_choice(config, "path_with_escaped_slashes_action",
+                                    ESCAPED_SLASH_ACTIONS, "", "reject"),
+            method_override=_choice(config, "method_override_action", METHOD_OVERRIDE_ACTIONS,
+                                    "", "strip"),
+            base_paths=tuple(sorted({_prefix(a.base_path) for a in apis.values()})),
+        ),
         log_summary=_bool(config, "log_summary", "", False),
     )
+
+
+def _prefix(base_path: str) -> str:
+    # As requests are compared: normalised like Kong's path, lower case, no trailing slash.
+    return normalize_path(base_path or "/").rstrip("/").lower()
 
 
 # --- APIs -------------------------------------------------------------------------------------

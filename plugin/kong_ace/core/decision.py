@@ -83,6 +83,7 @@ class Decision:
     package: str | None = None
     api: str | None = None
     consumer: str | None = None
+    upstream_path: str | None = None  # forward this path instead of Kong's (SPEC §8 unescape)
 
     @property
     def body(self) -> dict[str, str] | None:

@@ -10,8 +10,8 @@ table ace-guard applies. Shapes (keep them in step with both handler.lua files):
   ``headers_truncated``, ``consumer`` (``id``, ``username``, ``custom_id``), ``credential``,
   ``anonymous``, ``route`` and ``service`` (``id``, ``name``);
 - verdict (``kong_ace_verdict``): a denial ``{status, body, headers?, summary}`` or an
-  admission ``{allow: true, set, clear, query?, response_headers?, authenticate?, anonymous?,
-  summary}``.
+  admission ``{allow: true, set, clear, query?, path?, path_if?, path_refusal?,
+  response_headers?, authenticate?, anonymous?, summary}``.
 """
 
 from __future__ import annotations
@@ -20,12 +20,14 @@ from collections.abc import Mapping
 from typing import Any
 
 from kong_ace.core.decision import IDENTITY_HEADERS, UNEXPECTED, Decision, Request
-from kong_ace.gateway.request_line import parse_query, strip_query
+from kong_ace.core.target import ESCAPED_SLASH
+from kong_ace.gateway.request_line import kong_escape, parse_query, strip_query
 
 REQUEST_KEY = "kong_ace_request"
 VERDICT_KEY = "kong_ace_verdict"
 
 ERROR_BODY = {"message": UNEXPECTED}
+PATH_REFUSAL = {"message": ESCAPED_SLASH}  # the route rewrote a path ACE would unescape
 REMAINING = "RateLimit-Remaining"
 CLEAR_IDENTITY = list(IDENTITY_HEADERS)  # sent as is; never mutated
 
@@ -79,8 +81,12 @@ def request_from(ctx: Any, key_in_query: bool = True) -> Request:
     )
 
 
-def verdict_for(d: Decision, target: str, anonymous: str | None) -> dict[str, Any]:
-    """The table ace-guard applies for ``d``; ``anonymous``: the configured anonymous ref."""
+def verdict_for(d: Decision, target: str, anonymous: str | None,
+                path: str = "/") -> dict[str, Any]:
+    """The table ace-guard applies for ``d``; ``anonymous``: the configured anonymous ref.
+
+    ``path``: Kong's normalised path, needed only when ``d.upstream_path`` is set.
+    """
     if not d.allowed:
         denial: dict[str, Any] = {
             "status": d.status or 500,
@@ -98,6 +104,13 @@ def verdict_for(d: Decision, target: str, anonymous: str | None) -> dict[str, An
         "clear": [*IDENTITY_HEADERS, *extra] if extra else CLEAR_IDENTITY,
         "summary": summary(d, PASSED if d.operation_id is None else ALLOWED),
     }
+    if d.upstream_path is not None:
+        # ace-guard forwards the decided path only if the route did not rewrite Kong's
+        # (``$upstream_uri`` is still escape(normalised path), kong/runloop/handler.lua);
+        # otherwise it refuses rather than guess the rewrite (README, Request confusion).
+        admission["path"] = d.upstream_path
+        admission["path_if"] = kong_escape(path)
+        admission["path_refusal"] = PATH_REFUSAL
     if d.clear_query:
         admission["query"] = strip_query(target.partition("?")[2], d.clear_query)
     if d.headers:

@@ -82,10 +82,9 @@ class _Node:
 KONG = _Node("kong")
 
 
-def pdk_calls() -> int:
-    """PDK calls the running event's handler has made so far (0 outside an event)."""
-    event = _RUNNING.get(getcurrent())
-    return event.calls if event is not None else 0
+def current_event() -> Event | None:
+    """The event whose handler runs here (its PDK calls so far, its exit call), if any."""
+    return _RUNNING.get(getcurrent())
 
 
 class Event:

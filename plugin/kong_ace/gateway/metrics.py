@@ -100,14 +100,17 @@ class Recorder:
         self.pdk_calls = Histogram(PDK_BUCKETS)
 
     def decision(self, decision: Decision | None, api: str | None, seconds: float, calls: int,
-                 why: str | None = None) -> None:
-        """Count one request: its decision (None: it failed), decide() time and PDK calls."""
+                 why: str | None = None, status_code: int = 500) -> None:
+        """Count one request: its decision (None: it failed), decide() time and PDK calls.
+
+        ``why``: the edge answered the request itself (``status_code``) for this reason.
+        """
         if decision is None:
-            key: tuple[str, ...] = ("500", why or s.INTERNAL_ERROR, "", "", "")
+            key: tuple[str, ...] = (str(status_code), why or s.INTERNAL_ERROR, "", "", "")
             app = ""
         else:
             if why is not None:
-                status, reason = "500", why
+                status, reason = str(status_code), why
             elif decision.allowed:
                 status, reason = PROXIED, s.reason(decision)
             else:

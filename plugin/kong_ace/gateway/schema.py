@@ -159,6 +159,12 @@ CONFIG_FIELDS: tuple[Field, ...] = (
     {"rate_limiting": RATE_LIMITING},
     {"companions": _string(required=True, default="optional", one_of=["optional", "required"])},
     {"auth_strategies": _array(AUTH_STRATEGY)},
+
+    # Request confusion (SPEC §8; README "Reliability and security").
+    {"path_with_escaped_slashes_action": _string(required=True, default="reject",
+                                                 one_of=["reject", "unescape", "keep"])},
+    {"method_override_action": _string(required=True, default="strip",
+                                       one_of=["strip", "reject", "follow"])},
     # Classic mode: kong.log.set_serialize_value("ace", summary), one more PDK call a request.
     {"log_summary": {"type": "boolean", "required": True, "default": False}},
 )

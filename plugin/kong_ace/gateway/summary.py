@@ -11,6 +11,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from kong_ace.core import decision as d
+from kong_ace.core import target as t
 from kong_ace.core.decision import Decision
 
 # Reasons: a small fixed vocabulary, so metric labels stay bounded whatever clients send.
@@ -23,6 +24,14 @@ COMPANIONS_MISSING = "companions_missing"  # companions: required, and ace-conte
 OTHER = "other"  # a denial this version cannot name
 
 REASONS: dict[tuple[int, str], str] = {
+    # Request confusion (core/target.py): refused before matching, or when forwarding.
+    (400, t.FRAGMENT): "fragment",
+    (400, t.ESCAPED_SLASH): "escaped_slash",
+    (400, t.PATH_PARAMETERS): "path_parameters",
+    (400, t.AMBIGUOUS_PATH): "ambiguous_path",
+    (400, t.HOST_MISMATCH): "host_mismatch",
+    (400, t.METHOD_OVERRIDE): "method_override",
+    (400, t.TOO_MANY_HEADERS): "too_many_headers",
     (404, d.NO_OPERATION): "no_operation",
     (405, d.METHOD_NOT_ALLOWED): "method_not_allowed",
     (401, d.NO_API_KEY): "no_key",
@@ -62,6 +71,14 @@ def reason(decision: Decision) -> str:
         return PASS_THROUGH if decision.operation_id is None else NO_APPLICATION
     found = REASONS.get((decision.status, decision.message))  # type: ignore[arg-type]
     return found if found is not None else _unnamed(decision)
+
+
+def exit_reason(status: int, message: str | None) -> str:
+    """The reason of an admitted request the edge answered itself (the plugin's own exit)."""
+    if status == 500:
+        return CONSUMER_NOT_FOUND  # the one 500 apply() answers: Kong lacks the consumer
+    found = REASONS.get((status, message)) if message is not None else None
+    return found if found is not None else OTHER
 
 
 def _unnamed(decision: Decision) -> str:

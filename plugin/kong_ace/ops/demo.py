@@ -26,6 +26,8 @@ DEMO_KEYS = {
     "partner-portal": "ace_partner_oeA86pM1k4gy-nBGDpb-ueAM4lJg-Zpt",
 }
 MOBILE = {"id": "4b1f6a52-7c0e-4d2a-9a8e-0d6f2d1e5a01", "username": "mobile"}
+# key-auth's credential for the mobile consumer (kong.client.get_credential()).
+MOBILE_KEY = {"id": "0c5e8a8e-53f4-4bb4-9d3c-6f1c2a7e9b10", "consumer": {"id": MOBILE["id"]}}
 
 
 @dataclass(frozen=True)
@@ -69,16 +71,16 @@ def ace_config(kong_yml: Path, specs_dir: Path) -> dict[str, Any]:
 def request_for(sample: Sample) -> KongRequest:
     """The request a caller sends (the mobile app has been authenticated by key-auth)."""
     headers: dict[str, Any] = {"host": "api.example.com", "user-agent": "kong-ace-demo"}
-    consumer = None
+    consumer = credential = None
     if sample.caller in DEMO_KEYS:
         headers["apikey"] = DEMO_KEYS[sample.caller]
     elif sample.caller == "stranger":
         headers["apikey"] = "ace_not_a_real_key"
     elif sample.caller == "mobile":
         headers["host"] = "mobile.example.com"
-        consumer = MOBILE
+        consumer, credential = MOBILE, MOBILE_KEY
     return KongRequest(method=sample.method, path=sample.path, headers=headers,
-                       host=headers["host"], consumer=consumer)
+                       host=headers["host"], consumer=consumer, credential=credential)
 
 
 def replay(node: KongNode, samples: tuple[Sample, ...] = SAMPLES) -> Iterator[tuple[Sample, Any]]:

@@ -138,6 +138,9 @@ def _is_admission(v: dict[str, Any]) -> bool:
     return (v.get("allow") is True and v.get("status") is None
             and _is_headers(v.get("set")) and _is_names(v.get("clear"))
             and (v.get("query") is None or isinstance(v.get("query"), str))
+            and (v.get("path") is None or (isinstance(v.get("path"), str)
+                                           and isinstance(v.get("path_if"), str)
+                                           and isinstance(v.get("path_refusal"), dict)))
             and _is_headers(v.get("response_headers"))
             and (auth is None or (isinstance(auth, str) and auth != ""))
             and (v.get("anonymous") is None or isinstance(v.get("anonymous"), bool))
@@ -154,6 +157,11 @@ def _set_or_clear(pdk: KongPDK, name: str, value: Any) -> None:
 
 
 def _admit(pdk: KongPDK, v: dict[str, Any]) -> None:
+    if v.get("path") is not None:
+        if pdk.get_var("upstream_uri") != v["path_if"]:
+            pdk.do_exit(400, v["path_refusal"])
+            return
+        pdk.set_path(v["path"])
     for name in v.get("clear") or []:
         pdk.set_upstream({name: []})
     if v.get("set"):

@@ -28,6 +28,8 @@ import uuid
 from dataclasses import dataclass, field
 from typing import Any
 
+from kong_ace.core.normalize import normalize_path
+from kong_ace.gateway.request_line import kong_escape
 from kong_ace.testing import companions
 from kong_ace.testing.pdk import TERMINAL, KongPDK, KongRequest, LuaError
 from kong_ace.testing.rpc import KongRPC, RPCAbort, RPCFailure
@@ -50,6 +52,7 @@ class Result:
     proxied: bool = False
     upstream_headers: dict[str, list[Any]] = field(default_factory=dict)
     upstream_query: str = ""
+    upstream_path: str = ""  # the path Kong forwards: escape(normalised path) unless set_path
     consumer: Any = None  # the authenticated consumer after the plugin ran
     pdk_calls: list[str] = field(default_factory=list)  # every PDK call, exit included
     rpc_calls: int = 0  # HandleEvent + Steps: the socket round trips of this request
@@ -204,6 +207,7 @@ class KongWorker:
             result.headers = dict(pdk.response_headers)
             result.upstream_headers = pdk.upstream_headers
             result.upstream_query = pdk.upstream_query
+            result.upstream_path = pdk.upstream_path or kong_escape(normalize_path(pdk.raw_path))
         return result
 
 

@@ -13,6 +13,7 @@ from typing import Any
 from urllib.parse import unquote_to_bytes
 
 from kong_ace.core.normalize import normalize_path
+from kong_ace.gateway.request_line import kong_escape
 
 # mp_rpc.lua get_step_method: by_pdk_method
 STEP_METHODS = {
@@ -53,6 +54,7 @@ class KongRequest:
     credential: dict[str, Any] | None = None
     http_version: str = "1.1"
     request_line: str | None = None  # override $request (e.g. an absolute-form target)
+    upstream_uri: str | None = None  # $upstream_uri after a route rewrote the path
     answers: dict[str, Any] = field(default_factory=dict)  # PDK method -> forced result
 
 
@@ -112,6 +114,7 @@ class KongPDK:
         self.request_uri = req.path
         self.upstream_headers = _lower_headers(req.headers)  # ngx.req.set_header edits these
         self.upstream_query = raw_query
+        self.upstream_path: str | None = None  # set by kong.service.request.set_path
         self.response_headers: dict[str, Any] = {}
         self.authenticated: tuple[Any, Any] | None = (
             (req.consumer, req.credential) if req.consumer or req.credential else None)
@@ -166,6 +169,7 @@ class KongPDK:
             "kong.service.request.set_headers": self.set_upstream,
             "kong.service.request.clear_header": lambda n: self.set_upstream({n: []}),
             "kong.service.request.set_raw_query": self.set_raw_query,
+            "kong.service.request.set_path": self.set_path,
             "kong.response.set_header": lambda n, v: self.set_response({n: v}),
             "kong.response.set_headers": self.set_response,
             "kong.response.exit": self.do_exit,
@@ -180,6 +184,20 @@ class KongPDK:
 
     # --- reads ----------------------------------------------------------------------------
 
+    def nginx_host(self) -> str:
+        """nginx ``$host``: an absolute-form request line's host, else the Host header, else
+        the server name; lower case, without the port (ngx_http_variable_host)."""
+        line = self.req.request_line or ""
+        target = line.split(" ")[1] if line.count(" ") >= 2 else ""
+        if "://" in target:
+            host = target.split("://", 1)[1].split("/", 1)[0].split("?", 1)[0]
+        else:
+            host = self.get_header("host") or self.req.host
+        host = host.lower()
+        if host.startswith("["):
+            return host[: host.find("]") + 1]
+        return host.split(":", 1)[0]
+
     def get_var(self, name: str) -> Any:
         """ngx.var.<name> for the variables a plugin may ask about."""
         if name == "request":
@@ -191,8 +209,10 @@ class KongPDK:
             "request_uri": self.request_uri,
             "request_method": self.req.method,
             "args": self.raw_query or None,
-            "host": self.req.host.lower().split(":")[0],
-            "http_host": self.get_header("host") or self.req.host,
+            # handler.lua: escape(the router's upstream uri); routes here never rewrite it
+            "upstream_uri": self.req.upstream_uri or kong_escape(normalize_path(self.raw_path)),
+            "host": self.nginx_host(),
+            "http_host": self.get_header("host"),  # the Host header only (nil without one)
             "scheme": "http",
         }.get(name)
 
@@ -255,6 +275,14 @@ class KongPDK:
         if not isinstance(query, str):
             raise LuaError("query must be a string")
         self.upstream_query = query
+
+    def set_path(self, path: str) -> None:
+        """kong.service.request.set_path: ngx.var.upstream_uri = escape(path)."""
+        if not isinstance(path, str):
+            raise LuaError("path must be a string")
+        if not path.startswith("/"):
+            raise LuaError("path must start with /")
+        self.upstream_path = kong_escape(path)
 
     def set_response(self, headers: dict[str, Any]) -> None:
         """kong.response.set_headers."""

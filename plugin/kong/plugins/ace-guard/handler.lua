@@ -78,7 +78,8 @@ local function is_summary(v)
 end
 
 -- A verdict is a denial {status, body, headers?, summary?} or an admission {allow = true,
--- set?, clear?, query?, response_headers?, authenticate?, anonymous?, summary?}. Anything else
+-- set?, clear?, query?, path?, path_if?, path_refusal?, response_headers?, authenticate?,
+-- anonymous?, summary?}. Anything else
 -- is malformed, and checked whole before anything is applied.
 local function is_denial(v)
   return is_status(v.status)
@@ -90,6 +91,8 @@ local function is_admission(v)
   return v.allow == true and v.status == nil
     and is_headers(v.set) and is_names(v.clear)
     and (v.query == nil or type(v.query) == "string")
+    and (v.path == nil or (type(v.path) == "string" and type(v.path_if) == "string"
+                           and type(v.path_refusal) == "table"))
     and is_headers(v.response_headers)
     and (v.authenticate == nil or (type(v.authenticate) == "string" and v.authenticate ~= ""))
     and (v.anonymous == nil or type(v.anonymous) == "boolean")
@@ -120,6 +123,15 @@ end
 
 local function admit(v)
   local request = kong.service.request
+  if v.path then
+    -- The decided (unescaped) path replaces Kong's only where the route did not rewrite it
+    -- ($upstream_uri is still escape(normalised path), kong/runloop/handler.lua): refuse
+    -- rather than guess how the route rewrote it.
+    if ngx.var.upstream_uri ~= v.path_if then
+      return kong.response.exit(400, v.path_refusal)
+    end
+    request.set_path(v.path)
+  end
   -- Clear first, then set: a name in both (ACE's own identity headers) ends up set.
   if v.clear then
     for _, name in ipairs(v.clear) do
