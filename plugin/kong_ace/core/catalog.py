@@ -13,7 +13,8 @@ from typing import Any
 from kong_ace.core.matcher import Matcher, Operation, Scope, parse_template
 from kong_ace.core.spec import Spec, clean_base_path, compile_spec, load_spec_file, parse_document
 from kong_ace.errors import ConfigError
-from kong_ace.limits.limiter import PERIODS, Limit
+from kong_ace.limits.limiter import HEADER_STYLES, PERIODS, Limit
+from kong_ace.limits.storage.settings import RedisSettings
 
 MATCH_POLICIES = ("if_present", "required")
 KEY_STATUSES = ("active", "revoked")
@@ -43,11 +44,13 @@ APP_FIELDS = frozenset({"id", "name", "consumer", "credentials", "registrations"
 CREDENTIAL_FIELDS = frozenset({"key_hash", "status", "expires_at"})
 REGISTRATION_FIELDS = frozenset({"package", "api", "status"})
 RATE_LIMITING_FIELDS = frozenset(
-    {"sync_rate", "redis", "fault_tolerant", "hide_client_headers", "window_type"}
+    {"sync_rate", "redis", "fault_tolerant", "hide_client_headers", "window_type", "headers"}
 )
 REDIS_FIELDS = frozenset(
     {"host", "port", "database", "username", "password", "ssl", "ssl_verify", "server_name",
-     "timeout"}
+     "timeout", "connect_timeout", "send_timeout", "read_timeout", "keepalive_pool_size",
+     "cluster_nodes", "cluster_max_redirections", "sentinel_master", "sentinel_nodes",
+     "sentinel_role", "sentinel_username", "sentinel_password"}
 )
 DURATIONS = {**{f"{k}s": v for k, v in PERIODS.items()}, **PERIODS}
 
@@ -573,8 +576,13 @@ def _compile_rate_limiting(rl: Mapping[str, Any]) -> None:
             raise ConfigError(f"{place}.sync_rate", f"must be 0 or at least {MIN_SYNC_RATE}")
         if rl.get("redis") is None:
             raise ConfigError(f"{place}.redis", "is required when sync_rate is set")
+    _choice(rl, "headers", HEADER_STYLES, place, "kong")
     if rl.get("redis") is not None:
-        _no_unknown(_record(rl, "redis", place), REDIS_FIELDS, f"{place}.redis")
+        redis = _record(rl, "redis", place)
+        _no_unknown(redis, REDIS_FIELDS, f"{place}.redis")
+        if sync is not None:
+            # Types, ranges and topology (Cluster xor Sentinel xor one host), naming the field.
+            RedisSettings.from_config(dict(redis), f"{place}.redis")
 
 
 # --- field readers ----------------------------------------------------------------------------
