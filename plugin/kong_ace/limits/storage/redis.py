@@ -35,6 +35,7 @@ __all__ = ["RedisSettings", "RedisStorage", "client_for"]
 SCRIPT = resources.files("kong_ace.limits.storage").joinpath("ratelimit.lua").read_text("utf-8")
 SCRIPT_SHA = hashlib.sha1(SCRIPT.encode()).hexdigest()
 SYNC_BATCH = 500  # counters per sync call
+ERROR_CHARS = 200  # of a redis-py error message in StorageUnavailable
 CIRCUIT_OPEN = "redis: circuit open after repeated failures, not waiting for it"
 
 
@@ -171,7 +172,8 @@ class RedisStorage:
         except _FAILURES as exc:
             if breaker is not None:
                 breaker.failure()
-            raise StorageUnavailable(f"redis: {exc}") from exc
+            # redis-py's Sentinel and Cluster errors list every node's repr: keep the log line short.
+            raise StorageUnavailable(f"redis: {str(exc)[:ERROR_CHARS]}") from exc
         if breaker is not None:
             breaker.success()
         return out
