@@ -88,8 +88,21 @@ class Process:
 
 
 def _server_args(port: int, *extra: str) -> list[str]:
+    # No diskless-sync delay (5 s by default): a replica must hold the data before a test kills
+    # its primary.
     return ["redis-server", "--bind", "127.0.0.1", "--port", str(port), "--save", "",
-            "--appendonly", "no", *extra]
+            "--appendonly", "no", "--repl-diskless-sync-delay", "0", *extra]
+
+
+def replicas_in_sync(nodes: list[Process]) -> bool:
+    """Every running replica among nodes has its link to its primary up."""
+    for n in nodes:
+        if n.proc is None:
+            continue
+        info = n.client().info("replication")
+        if info["role"] == "slave" and info.get("master_link_status") != "up":
+            return False
+    return True
 
 
 class RedisClusterNodes:
@@ -140,18 +153,18 @@ class RedisClusterNodes:
                              or "myself" in v["flags"]]
                 if len(connected) < len(running):
                     return False
-            return True
+            return replicas_in_sync(self.nodes)
 
         wait_for(healthy, "the cluster to be ok")
 
     def primary_for(self, key: str) -> Process:
-        """The node serving the hash slot of key now."""
+        """The node serving the hash slot of key now, as the node itself says."""
         slot = self.client().keyslot(key)
         for n in self.nodes:
-            if n.proc is None:
+            if n.proc is None or not _is_primary(n):
                 continue
-            for start, end, *_ in _cluster_slots(n.client()):
-                if start <= slot <= end and _is_primary(n):
+            for start, end, owner, *_ in _cluster_slots(n.client()):
+                if start <= slot <= end and int(owner[1]) == n.port:
                     return n
         raise RuntimeError(f"no primary for slot {slot}")
 
@@ -240,6 +253,8 @@ class RedisSentinelSet:
             if primary.proc is None or not primary.client().set("ace:health", "1"):
                 return False
             if primary.client().info("replication")["connected_slaves"] < 1:
+                return False
+            if not replicas_in_sync(self.servers):
                 return False
             for s in self.sentinels:
                 state = s.client().sentinel_master(self.MASTER)
