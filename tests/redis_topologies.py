@@ -121,7 +121,7 @@ class RedisClusterNodes:
 
     @property
     def settings(self) -> dict[str, Any]:
-        """The `rate_limiting.redis` block for this Cluster (two startup nodes, as Kong users do)."""
+        """The `rate_limiting.redis` block for this Cluster (two of its nodes to start from)."""
         return {"cluster_nodes": [{"ip": "127.0.0.1", "port": n.port} for n in self.nodes[:2]],
                 "timeout": TIMEOUT_MS}
 

@@ -67,7 +67,7 @@ def redis_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisClu
 
 @pytest.fixture
 def cluster_db(redis_cluster: RedisClusterNodes) -> Iterator[RedisClusterNodes]:
-    """The session Cluster, healthy and empty for this test (a fault test may have killed a node)."""
+    """The session Cluster, healthy and empty (a fault test may have killed a node before)."""
     for node in redis_cluster.nodes:
         if node.proc is None:
             node.start()  # rejoins as a replica of the node promoted in its place

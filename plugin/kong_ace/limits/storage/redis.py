@@ -172,7 +172,7 @@ class RedisStorage:
         except _FAILURES as exc:
             if breaker is not None:
                 breaker.failure()
-            # redis-py's Sentinel and Cluster errors list every node's repr: keep the log line short.
+            # redis-py's Sentinel and Cluster errors list every node: keep the log line short.
             raise StorageUnavailable(f"redis: {str(exc)[:ERROR_CHARS]}") from exc
         if breaker is not None:
             breaker.success()
