@@ -9,6 +9,7 @@ from __future__ import annotations
 import signal
 import socket
 import subprocess
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -272,3 +273,34 @@ class RedisSentinelSet:
     def stop(self) -> None:
         for p in [*self.sentinels, *self.servers]:
             p.stop()
+
+
+class Blackhole:
+    """A listening socket that accepts connections and never answers: a hung Redis."""
+
+    def __init__(self) -> None:
+        self.sock = socket.socket()
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(128)
+        self.port = self.sock.getsockname()[1]
+        self.accepted = 0  # one per connection redis-py opened (it drops one after a timeout)
+        self._open: list[socket.socket] = []
+        self._thread = threading.Thread(target=self._accept, daemon=True)
+        self._thread.start()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                return  # closed
+            self.accepted += 1
+            self._open.append(conn)  # kept open, never read or written
+
+    def settings(self, timeout_ms: int) -> dict[str, Any]:
+        return {"host": "127.0.0.1", "port": self.port, "timeout": timeout_ms}
+
+    def close(self) -> None:
+        self.sock.close()
+        for conn in self._open:
+            conn.close()
