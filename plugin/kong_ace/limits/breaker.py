@@ -8,7 +8,7 @@ from collections.abc import Callable
 
 log = logging.getLogger("kong_ace.limits.breaker")
 
-FAILURES_TO_OPEN = 5  # consecutive failures (timeouts, refused connections) that open it
+FAILURES_TO_OPEN = 3  # consecutive slow failures (each waited for a timeout) that open it
 OPEN_SECONDS = 5.0  # how long it stays open before one request probes Redis again
 
 OPENED = "rate-limit store failed %d times in a row: not calling it for %.1f s"
@@ -17,12 +17,15 @@ CLOSED = "rate-limit store answers again"
 
 
 class CircuitBreaker:
-    """Closed, then open after N consecutive failures, then half-open: exactly one probe.
+    """Closed, then open after N consecutive slow failures, then half-open: exactly one probe.
 
+    Only failures that waited (a timeout: a blackholed, paused or unroutable Redis) count. A
+    refused or reset connection fails in well under a millisecond, costs the request nothing
+    and keeps being tried, so a restarted Redis or a promoted replica counts again at once.
     While open, `allow()` is False at once, so a request applies `fault_tolerant` without
-    waiting a timeout. After `open_seconds` the first caller probes; the others still get False
-    until the probe ends, so a blackholed Redis costs one timeout per interval, not one per
-    request. The clock is injected (the limiter's), so tests move time instead of sleeping.
+    waiting. After `open_seconds` the first caller probes; the others still get False until the
+    probe ends, so a blackholed Redis costs one timeout per interval, not one per request. The
+    clock is injected (the limiter's), so tests move time instead of sleeping.
     """
 
     def __init__(
@@ -68,8 +71,10 @@ class CircuitBreaker:
         if was_open:
             log.warning(CLOSED)
 
-    def failure(self) -> None:
-        """The store failed: count it, and open (again) when it is the probe or the Nth."""
+    def failure(self, slow: bool = True) -> None:
+        """The store failed: count a slow failure; open (again) on the probe's or the Nth."""
+        if not slow and not self._probing:
+            return  # fast: not worth stopping for, and not a sign that Redis is back either
         with self._lock:
             self._failures += 1
             probe = self._probing

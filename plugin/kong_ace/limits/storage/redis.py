@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import ssl
 import threading
+import time
 from collections.abc import Sequence
 from importlib import resources
 from typing import Any
@@ -35,6 +36,7 @@ __all__ = ["RedisSettings", "RedisStorage", "client_for"]
 SCRIPT = resources.files("kong_ace.limits.storage").joinpath("ratelimit.lua").read_text("utf-8")
 SCRIPT_SHA = hashlib.sha1(SCRIPT.encode()).hexdigest()
 SYNC_BATCH = 500  # counters per sync call
+SLOW_SHARE = 0.5  # of the smaller configured timeout: a failure this slow waited for one
 ERROR_CHARS = 200  # of a redis-py error message in StorageUnavailable
 CIRCUIT_OPEN = "redis: circuit open after repeated failures, not waiting for it"
 
@@ -144,6 +146,12 @@ class RedisStorage:
         self.cluster = isinstance(client, RedisCluster) or (
             settings is not None and settings.topology == CLUSTER
         )
+        # A failure that took at least this long waited for a timeout (the breaker counts it).
+        self._slow_seconds = (
+            SLOW_SHARE * min(settings.connect_seconds, settings.socket_seconds)
+            if settings is not None
+            else 0.0
+        )
         # Cluster: one request's keys must share a hash slot for the script to run there.
         self.key = tagged_counter_key if self.cluster else counter_key
 
@@ -161,6 +169,7 @@ class RedisStorage:
         breaker = self.breaker
         if breaker is not None and not breaker.allow():
             raise StorageUnavailable(CIRCUIT_OPEN)
+        started = time.monotonic()  # real time spent waiting, not the limiter's clock
         try:
             client = self.client
             try:
@@ -171,7 +180,7 @@ class RedisStorage:
                 out = client.execute_command("EVAL", SCRIPT, len(keys), *keys, *args)
         except _FAILURES as exc:
             if breaker is not None:
-                breaker.failure()
+                breaker.failure(slow=time.monotonic() - started >= self._slow_seconds)
             # redis-py's Sentinel and Cluster errors list every node: keep the log line short.
             raise StorageUnavailable(f"redis: {str(exc)[:ERROR_CHARS]}") from exc
         if breaker is not None:
