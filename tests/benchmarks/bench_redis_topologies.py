@@ -24,9 +24,9 @@ from kong_ace.limits.breaker import (  # noqa: E402
     CircuitBreaker,
 )
 from kong_ace.limits.limiter import Limit, StorageUnavailable, build_limiter  # noqa: E402
+from kong_ace.limits.redis_settings import RedisSettings  # noqa: E402
 from kong_ace.limits.storage import MemoryStorage  # noqa: E402
 from kong_ace.limits.storage.redis import RedisStorage  # noqa: E402
-from kong_ace.limits.storage.settings import RedisSettings  # noqa: E402
 from tests.limits.conftest import Clock  # noqa: E402
 from tests.redis_server import RedisServer  # noqa: E402
 from tests.redis_topologies import Blackhole, RedisClusterNodes, RedisSentinelSet  # noqa: E402

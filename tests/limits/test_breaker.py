@@ -11,9 +11,9 @@ import pytest
 from kong_ace import Enforcer
 from kong_ace.limits.breaker import FAILURES_TO_OPEN, OPEN_SECONDS, CircuitBreaker
 from kong_ace.limits.limiter import Limit, StorageUnavailable, build_limiter
+from kong_ace.limits.redis_settings import RedisSettings
 from kong_ace.limits.storage import MemoryStorage
 from kong_ace.limits.storage.redis import CIRCUIT_OPEN, RedisStorage
-from kong_ace.limits.storage.settings import RedisSettings
 
 from ..redis_topologies import Blackhole
 from .conftest import T0, Clock, RedisServer

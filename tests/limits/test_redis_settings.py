@@ -10,9 +10,9 @@ from redis.sentinel import SentinelConnectionPool
 
 from kong_ace import ConfigError
 from kong_ace.core.catalog import compile_catalog
+from kong_ace.limits.redis_settings import RedisSettings
 from kong_ace.limits.storage.base import StorageUnavailable, tagged_counter_key
 from kong_ace.limits.storage.redis import RedisStorage, client_for
-from kong_ace.limits.storage.settings import RedisSettings
 
 from ..conftest import example_config
 from ..redis_topologies import RedisClusterNodes, RedisSentinelSet

@@ -14,7 +14,7 @@ from kong_ace.core.matcher import Matcher, Operation, Scope, parse_template
 from kong_ace.core.spec import Spec, clean_base_path, compile_spec, load_spec_file, parse_document
 from kong_ace.errors import ConfigError
 from kong_ace.limits.limiter import HEADER_STYLES, PERIODS, Limit
-from kong_ace.limits.storage.settings import RedisSettings
+from kong_ace.limits.redis_settings import RedisSettings
 
 MATCH_POLICIES = ("if_present", "required")
 KEY_STATUSES = ("active", "revoked")

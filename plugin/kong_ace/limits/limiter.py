@@ -10,9 +10,9 @@ from typing import Any, NamedTuple
 
 from kong_ace.errors import ConfigError
 from kong_ace.limits.breaker import CircuitBreaker
+from kong_ace.limits.redis_settings import RedisSettings
 from kong_ace.limits.storage.base import Storage, StorageUnavailable
 from kong_ace.limits.storage.memory import MemoryStorage
-from kong_ace.limits.storage.settings import RedisSettings
 from kong_ace.limits.windows import FixedWindow, SlidingWindow
 
 __all__ = [

@@ -22,6 +22,7 @@ from redis.retry import Retry
 from redis.sentinel import Sentinel
 
 from kong_ace.limits.breaker import CircuitBreaker
+from kong_ace.limits.redis_settings import CLUSTER, SENTINEL, RedisSettings
 from kong_ace.limits.storage.base import (
     StorageUnavailable,
     Window,
@@ -29,7 +30,6 @@ from kong_ace.limits.storage.base import (
     counter_ttl,
     tagged_counter_key,
 )
-from kong_ace.limits.storage.settings import CLUSTER, SENTINEL, RedisSettings
 
 __all__ = ["RedisSettings", "RedisStorage", "client_for"]
 
