@@ -267,6 +267,15 @@ class RedisSentinelSet:
 
         wait_for(healthy, "the sentinels to agree on a primary with a replica", 60)
 
+    def restart_killed(self) -> None:
+        """Start a killed server again, as a replica of the current primary (as the sentinels
+        would make it, only sooner)."""
+        for p in self.servers:
+            if p.proc is None:
+                _, port = self.primary_address()
+                p.args = _server_args(p.port, "--replicaof", "127.0.0.1", str(port))
+                p.start()
+
     def flush(self) -> None:
         self.primary().client().flushall()
 

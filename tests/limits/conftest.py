@@ -90,9 +90,7 @@ def redis_sentinel(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisSe
 @pytest.fixture
 def sentinel_db(redis_sentinel: RedisSentinelSet) -> Iterator[RedisSentinelSet]:
     """The session Sentinel set, healthy and empty for this test."""
-    for server in redis_sentinel.servers:
-        if server.proc is None:
-            server.start()  # the sentinels turn it into a replica of the new primary
+    redis_sentinel.restart_killed()  # a fault test killed the primary: back as a replica
     redis_sentinel.wait_healthy()
     redis_sentinel.flush()
     yield redis_sentinel

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+import redis
 from redis.cluster import RedisCluster
 from redis.sentinel import SentinelConnectionPool
 
@@ -130,3 +131,28 @@ def test_tagged_keys_escape_braces_so_the_tag_is_the_whole_bucket() -> None:
     assert tagged_counter_key("web|pkg:a", 60, 120) == "ace:rl:{web|pkg:a}|60|120"
     assert tagged_counter_key("}a", 60, 0) == "ace:rl:{%7Da}|60|0"
     assert tagged_counter_key("a%7D", 1, 0) != tagged_counter_key("a}", 1, 0)
+
+
+def test_a_cluster_client_failing_for_10_s_is_built_again(cluster_db: RedisClusterNodes) -> None:
+    settings = RedisSettings.from_config(dict(cluster_db.settings, keepalive_pool_size=9))
+    storage = RedisStorage(settings=settings)
+    now = [1000.0]
+    storage.monotonic = lambda: now[0]
+    window = [(60, 100, 0, 0.0)]
+    assert storage.acquire("a|b", window, 1.0)[0]
+    stuck = storage.client
+
+    def refuse(*args: Any, **kwargs: Any) -> Any:
+        raise redis.exceptions.ConnectionError("Error 111 connecting: refused")
+
+    stuck.execute_command = refuse  # type: ignore[method-assign]  # a stale slot map, say
+    for _ in range(3):  # failing for 0, 4 and 8 s
+        with pytest.raises(StorageUnavailable):
+            storage.acquire("a|b", window, 1.0)
+        now[0] += 4.0
+    assert storage.client is stuck
+    with pytest.raises(StorageUnavailable):
+        storage.acquire("a|b", window, 1.0)  # failing for 12 s: rebuilt from cluster_nodes
+    assert storage.client is not stuck
+    assert client_for(settings) is storage.client
+    assert storage.acquire("a|b", window, 1.0) == (True, [(1, 0)])

@@ -12,8 +12,10 @@ import pytest
 from kong_ace import Enforcer
 from kong_ace.limits.breaker import OPEN_SECONDS
 from kong_ace.limits.limiter import Limit, build_limiter
+from kong_ace.limits.redis_settings import RedisSettings
 from kong_ace.limits.storage import MemoryStorage
 from kong_ace.limits.storage.base import tagged_counter_key
+from kong_ace.limits.storage.redis import client_for
 
 from ..redis_topologies import RedisClusterNodes, RedisSentinelSet, wait_for
 from .conftest import T0, Clock
@@ -116,6 +118,10 @@ def deployment_state(deployment: Any) -> str:
         if p.proc is not None:
             info = p.client().info("replication")
             out.append(f"{p.port}:{info['role']}:{info.get('master_link_status')}")
+    if isinstance(deployment, RedisClusterNodes):
+        client = client_for(RedisSettings.from_config(deployment.settings))
+        slot = client.keyslot(tagged_counter_key(BUCKET, 86400, int(T0)))
+        out.append(f"client sends slot {slot} to {client.nodes_manager.slots_cache[slot][0].name}")
     if isinstance(deployment, RedisSentinelSet):
         out.append(f"sentinels say {deployment.primary_address()}")
     return " ".join(out)
@@ -129,6 +135,7 @@ class Load:
         self.stop = threading.Event()
         self.lock = threading.Lock()
         self.counted = 0  # admitted with rate-limit headers: charged in Redis
+        self.remaining: list[str] = []  # their RateLimit-Remaining
         self.uncounted = 0  # admitted by fault_tolerant, without headers
         self.limited = 0
         self.failed = 0  # 500 (fault_tolerant false)
@@ -141,6 +148,7 @@ class Load:
             with self.lock:
                 if d.allowed and d.headers:
                     self.counted += 1
+                    self.remaining.append(d.headers["RateLimit-Remaining"])
                 elif d.allowed:
                     self.uncounted += 1
                 elif d.status == 429:
@@ -184,10 +192,23 @@ def _kill_primary_under_load(
         try:
             wait_for(recovered, "the failover", 60)
         except RuntimeError:
-            raise AssertionError(f"no failover: {deployment_state(deployment)}") from None
+            raise AssertionError(
+                f"no failover: counted {counted_at_kill} -> {load.counted}, uncounted "
+                f"{load.uncounted}, failed {load.failed}, new primary {new_primary_ready()}; "
+                f"{deployment_state(deployment)}"
+            ) from None
         wait_for(lambda: load.limited > 20, "the limit to be reached", 60)
-    assert load.counted == limit  # nothing beyond the limit, nothing charged twice
-    assert counter() == limit  # every charge is in the counter the new primary holds
+    # Redis replicates asynchronously: charges the primary acknowledged but had not yet passed
+    # to its replica die with it (README, Topologies). Each such loss shows as two admitted
+    # requests that saw the same remaining count; none on an idle machine, some when the
+    # replica is starved of CPU.
+    lost = len(load.remaining) - len(set(load.remaining))
+    # Nothing admitted beyond the limit but what replication lost, and nothing charged twice.
+    assert load.counted <= limit + lost
+    assert counter() == limit  # the limit was reached on the counter the new primary holds
+    # A request in flight when the primary died may have been charged with its answer lost
+    # (a 500, or admitted uncounted): at most one per load thread.
+    assert limit + lost - load.counted <= len(load.threads)
     if tolerant:
         assert load.failed == 0
     else:

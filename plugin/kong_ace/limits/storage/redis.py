@@ -6,7 +6,9 @@ A single Redis, a Redis Cluster or a Sentinel-managed primary, each through redi
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
+import logging
 import ssl
 import threading
 import time
@@ -33,10 +35,14 @@ from kong_ace.limits.storage.base import (
 
 __all__ = ["RedisSettings", "RedisStorage", "client_for"]
 
+log = logging.getLogger("kong_ace.limits.redis")
+
 SCRIPT = resources.files("kong_ace.limits.storage").joinpath("ratelimit.lua").read_text("utf-8")
 SCRIPT_SHA = hashlib.sha1(SCRIPT.encode()).hexdigest()
 SYNC_BATCH = 500  # counters per sync call
 SLOW_SHARE = 0.5  # of the smaller configured timeout: a failure this slow waited for one
+REBUILD_SECONDS = 10.0  # a Cluster client failing this long in a row is built again
+REBUILT = "redis cluster client failing for %.0f s: building it again from cluster_nodes"
 ERROR_CHARS = 200  # of a redis-py error message in StorageUnavailable
 CIRCUIT_OPEN = "redis: circuit open after repeated failures, not waiting for it"
 
@@ -70,6 +76,15 @@ def client_for(settings: RedisSettings) -> Client:
             # so the next request tries again (behind the circuit breaker).
             client = _clients[settings] = _new_client(settings)
         return client
+
+
+def forget_client(settings: RedisSettings, client: Client) -> None:
+    """Drop this client from the process cache (if still there) and close its connections."""
+    with _clients_lock:
+        if _clients.get(settings) is client:
+            del _clients[settings]
+    with contextlib.suppress(*_FAILURES):  # its servers may be gone: no goodbye needed
+        client.close()
 
 
 def _connection_kwargs(s: RedisSettings) -> dict[str, Any]:
@@ -154,6 +169,8 @@ class RedisStorage:
         )
         # Cluster: one request's keys must share a hash slot for the script to run there.
         self.key = tagged_counter_key if self.cluster else counter_key
+        self._failing_since: float | None = None  # monotonic time of the first failure in a row
+        self.monotonic = time.monotonic  # injectable: tests move it instead of waiting
 
     @property
     def client(self) -> Client:
@@ -169,7 +186,7 @@ class RedisStorage:
         breaker = self.breaker
         if breaker is not None and not breaker.allow():
             raise StorageUnavailable(CIRCUIT_OPEN)
-        started = time.monotonic()  # real time spent waiting, not the limiter's clock
+        started = self.monotonic()  # real time spent waiting, not the limiter's clock
         try:
             client = self.client
             try:
@@ -179,13 +196,36 @@ class RedisStorage:
                 # SCRIPT FLUSH or was promoted from a replica. EVAL runs it and caches it there.
                 out = client.execute_command("EVAL", SCRIPT, len(keys), *keys, *args)
         except _FAILURES as exc:
+            now = self.monotonic()
             if breaker is not None:
-                breaker.failure(slow=time.monotonic() - started >= self._slow_seconds)
+                breaker.failure(slow=now - started >= self._slow_seconds)
+            if self.cluster:
+                self._rebuild_if_stuck(now)
             # redis-py's Sentinel and Cluster errors list every node: keep the log line short.
             raise StorageUnavailable(f"redis: {str(exc)[:ERROR_CHARS]}") from exc
         if breaker is not None:
             breaker.success()
+        if self._failing_since is not None:
+            self._failing_since = None
         return out
+
+    def _rebuild_if_stuck(self, now: float) -> None:
+        """After a Cluster kept failing for REBUILD_SECONDS, start over from cluster_nodes.
+
+        redis-py refreshes its slot map after each failure; in the tests it was once seen to
+        keep sending to a killed primary for a minute after its replica took over. A fresh
+        client reads the map again from the configured nodes.
+        """
+        if self._failing_since is None:
+            self._failing_since = now
+            return
+        client = self._client
+        if now - self._failing_since < REBUILD_SECONDS or client is None or self.settings is None:
+            return
+        self._failing_since = None
+        self._client = None
+        forget_client(self.settings, client)
+        log.warning(REBUILT, REBUILD_SECONDS)
 
     def acquire(
         self, bucket: str, windows: Sequence[Window], now: float
