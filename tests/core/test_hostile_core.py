@@ -97,7 +97,7 @@ def _admits_only_the_entitled(request, headers, query, consumer) -> None:
     d = ENF.decide(Request(method, path, headers=headers, query=query, service=service,
                            consumer=consumer))
     if not d.allowed:
-        assert d.status in (401, 403, 404, 405, 429) and d.message
+        assert d.status in (400, 401, 403, 404, 405, 429) and d.message  # 400: SPEC §8
         return
     # match_policy is required in the example: every admitted request has an operation.
     op = OPS[d.operation_id]

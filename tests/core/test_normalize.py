@@ -1,7 +1,7 @@
 """Path normalisation must equal Kong's (kong/tools/uri.lua normalize with merge_slashes)."""
 
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from kong_ace.core.normalize import normalize_path
@@ -47,3 +47,17 @@ def test_no_dot_segment_or_double_slash_survives(path: str) -> None:
     out = normalize_path(path)
     assert "//" not in out
     assert "/../" not in out + "/" and "/./" not in out + "/"
+
+
+_PIECES = ["%", "%2", "%2F", "%2f", "%25", "%3a", "%3A", "%41", "%6a", "%C3%A9", "%ff", "\\",
+           "\\x41", "a", "/", "\u00e9", "%zz", "%%", "%5c", "%00", "%2a", "%7e", "%5D", "%252F"]
+
+
+@settings(max_examples=2000, deadline=None, derandomize=True)
+@given(st.lists(st.sampled_from(_PIECES), max_size=40).map(lambda p: "/" + "".join(p)))
+def test_many_escapes_decode_in_c_exactly_as_one_by_one(path: str) -> None:
+    # Paths with many escapes take the codecs.escape_decode route (see normalize._decode_in_c).
+    from kong_ace.core import normalize as n
+    assert n._decode_in_c(path, n._KEEP_KONG) == n._substitute(path, n._KONG)
+    assert n._decode_in_c(path, ()) == n._substitute(path, n._PLAIN)
+    assert n._decode_in_c(path, n._KEEP_SLASH) == n._substitute(path, n._PLAIN_BUT_SLASH)

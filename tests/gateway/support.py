@@ -14,6 +14,8 @@ SPECS = REPO / "specs"
 KONG_YML = REPO / "kong.yml"
 
 MOBILE = {"id": "4b1f6a52-7c0e-4d2a-9a8e-0d6f2d1e5a01", "username": "mobile"}
+# The key-auth credential that authenticated MOBILE (kong.client.get_credential()).
+MOBILE_CREDENTIAL = {"id": "0c5e8a8e-53f4-4bb4-9d3c-6f1c2a7e9b10", "consumer": {"id": MOBILE["id"]}}
 KEYS = {
     "good": "key-good-0123456789",
     "revoked": "key-revoked-0123456789",
@@ -24,6 +26,15 @@ KEYS = {
     "mobile": "key-mobile-0123456789",
     "unregistered": "key-unregistered-0123456789",
 }
+
+
+MODES = ["classic", "companion"]
+COMPANION_CALLS = ["kong.nginx.get_ctx", "kong.nginx.set_ctx"]  # SPEC §9: two per request
+
+
+def node_in(mode: str, socket: str, config: dict[str, Any], **kw: Any) -> KongNode:
+    """A KongNode in ``mode``: "companion" runs ace-context and ace-guard around the plugin."""
+    return KongNode(socket, config, companions=mode == "companion", **kw)
 
 
 def kong_yml_config() -> dict[str, Any]:

@@ -5,12 +5,15 @@ from __future__ import annotations
 import subprocess
 import sys
 
+import pytest
+
 from kong_ace.ops.demo import SAMPLES
 
 
-def test_demo_prints_one_line_per_request() -> None:
-    out = subprocess.run([sys.executable, "-m", "kong_ace.ops.demo"], capture_output=True,
-                         text=True, timeout=120)
+@pytest.mark.parametrize("args", [[], ["--classic"]])
+def test_demo_prints_one_line_per_request(args: list[str]) -> None:
+    out = subprocess.run([sys.executable, "-m", "kong_ace.ops.demo", *args],
+                         capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
     lines = [line for line in out.stdout.splitlines() if line.split(" ", 1)[0] in
              {"GET", "POST", "DELETE"}]

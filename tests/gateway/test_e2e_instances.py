@@ -67,8 +67,10 @@ def test_config_change_takes_effect_on_the_next_request(server: PluginServerProc
     node.close()
 
 
-def test_bad_config_is_rejected_and_the_old_instance_keeps_serving(
+def test_bad_config_is_rejected_and_the_last_good_one_keeps_serving(
         server: PluginServerProcess) -> None:
+    # SPEC §10 (new): this test used to expect a 500 on worker 1 (Kong's error(err) after a
+    # failed StartInstance); a config ACE rejects now never replaces the last good one.
     node = KongNode(server.socket, outcomes_config(), workers=2, consumers=[MOBILE])
     assert get(node, "/flights/v1/flights", "good", worker=0).status == 200
 
@@ -77,11 +79,13 @@ def test_bad_config_is_rejected_and_the_old_instance_keeps_serving(
                                              "path": "/flight/{id}"})
     node.configure(bad, workers=[1])  # worker 1 sees the new config first
     r = get(node, "/flights/v1/flights", "good", worker=1)
-    assert (r.status, r.proxied) == (500, False)  # Kong: error(err) in get_instance_id
-    assert len(r.errors) == 1
-    assert "invalid configuration: packages[0].operations[3]: API 'flights' has no operation" \
-        in r.errors[0]
-    assert "DELETE /flight/{id}" in r.errors[0]
+    assert (r.status, r.errors) == (200, [])  # served by the last good config
+    assert get(node, "/flights/v1/flights", None, worker=1).status == 401  # still enforced
+    (rejected,) = status(server)["Rejected"]
+    assert rejected["PluginId"] == node.plugin_id
+    assert "packages[0].operations[3]: API 'flights' has no operation" in rejected["Error"]
+    assert "DELETE /flight/{id}" in rejected["Error"]
+    assert rejected["Serving"] is not None
     # Worker 0 still runs the old config, on the same instance.
     before = node.workers[0].running[node.plugin_id]["id"]
     assert get(node, "/flights/v1/flights", "good", worker=0).status == 200

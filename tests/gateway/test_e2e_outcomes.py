@@ -1,4 +1,7 @@
-"""Every SPEC §4 outcome, through the real kong-ace-server process and Kong's RPC protocol."""
+"""Every SPEC §4 outcome, through the real kong-ace-server process and Kong's RPC protocol.
+
+Each test runs in both modes (``kong_mode``): classic, and with the Lua companions.
+"""
 
 from __future__ import annotations
 
@@ -7,20 +10,29 @@ from collections.abc import Iterator
 import pytest
 
 from kong_ace.testing import KongNode, PluginServerProcess
-from tests.gateway.support import KEYS, MOBILE, get, outcomes_config
+from tests.gateway.support import (
+    COMPANION_CALLS,
+    KEYS,
+    MOBILE,
+    MOBILE_CREDENTIAL,
+    get,
+    node_in,
+    outcomes_config,
+)
 
 CHALLENGE = {"WWW-Authenticate": 'Key realm="kong"'}
 
 
 @pytest.fixture(scope="module")
-def server() -> Iterator[PluginServerProcess]:
+def server(kong_mode: str) -> Iterator[PluginServerProcess]:
+    # One server per mode: rate-limit counters are per process.
     with PluginServerProcess() as srv:
         yield srv
 
 
 @pytest.fixture
-def node(server: PluginServerProcess) -> Iterator[KongNode]:
-    n = KongNode(server.socket, outcomes_config(), consumers=[MOBILE])
+def node(server: PluginServerProcess, kong_mode: str) -> Iterator[KongNode]:
+    n = node_in(kong_mode, server.socket, outcomes_config(), consumers=[MOBILE])
     yield n
     n.close()
 
@@ -83,7 +95,7 @@ def test_rate_limit_429_with_retry_after_and_no_charge_when_denied(node: KongNod
 
 
 def test_consumer_authenticated_by_key_auth_is_its_application(node: KongNode) -> None:
-    r = get(node, "/bookings/v2/bookings", consumer=MOBILE)
+    r = get(node, "/bookings/v2/bookings", consumer=MOBILE, credential=MOBILE_CREDENTIAL)
     assert r.status == 200
     assert r.upstream("X-ACE-Application-ID") == "mobile-app"
     assert r.upstream("X-ACE-Package") == "premium"
@@ -95,33 +107,44 @@ def test_key_of_a_mapped_application_authenticates_its_consumer(node: KongNode) 
     assert r.consumer == MOBILE  # kong.client.authenticate ran with the loaded consumer
     assert r.upstream("X-Consumer-Username") == "mobile"
     assert r.upstream("X-Consumer-ID") == MOBILE["id"]
-    assert "kong.client.load_consumer" in r.pdk_calls
-    # The loaded consumer is cached per process: the next request does not load it again.
     again = get(node, "/bookings/v2/bookings/B1", "mobile", worker=1)
-    assert "kong.client.load_consumer" not in again.pdk_calls
     assert again.consumer == MOBILE
+    if node.companions:  # ace-guard loads it in Lua, from Kong's cache: no round trip
+        assert r.pdk_calls == again.pdk_calls == COMPANION_CALLS
+    else:
+        assert "kong.client.load_consumer" in r.pdk_calls
+        # The loaded consumer is cached per process: the next request does not load it again.
+        assert "kong.client.load_consumer" not in again.pdk_calls
 
 
-def test_unknown_mapped_consumer_is_a_500_not_a_pass(server: PluginServerProcess) -> None:
+def test_unknown_mapped_consumer_is_a_500_not_a_pass(server: PluginServerProcess,
+                                                     kong_mode: str) -> None:
     config = outcomes_config()
     config["applications"][-1]["consumer"] = "ghost"  # Kong has no such consumer
-    node = KongNode(server.socket, config, consumers=[MOBILE])
+    node = node_in(kong_mode, server.socket, config, consumers=[MOBILE])
     r = get(node, "/bookings/v2/bookings/B1", "mobile")
     assert (r.status, r.message, r.proxied) == (500, "An unexpected error occurred", False)
     node.close()
 
 
-def test_if_present_passes_unmatched_requests_untouched(server: PluginServerProcess) -> None:
-    node = KongNode(server.socket, outcomes_config(match_policy="if_present"))
-    r = get(node, "/somewhere/else", None)
+def test_if_present_passes_unmatched_requests_untouched(server: PluginServerProcess,
+                                                        kong_mode: str) -> None:
+    node = node_in(kong_mode, server.socket, outcomes_config(match_policy="if_present"))
+    r = get(node, "/somewhere/else", None, headers={"x-other": "kept"})
     assert (r.status, r.proxied) == (200, True)
-    assert r.pdk_calls == ["kong.nginx.get_var", "kong.request.get_headers"]
+    assert r.upstream("x-other") == "kept"
+    if node.companions:
+        assert r.pdk_calls == COMPANION_CALLS
+    else:  # the get_ctx that finds no companion table, then the classic reads
+        assert r.pdk_calls == ["kong.nginx.get_ctx", "kong.nginx.get_var",
+                               "kong.request.get_headers"]
     node.close()
 
 
 def test_hide_credentials_strips_the_key_from_header_and_query(
-        server: PluginServerProcess) -> None:
-    node = KongNode(server.socket, outcomes_config(hide_credentials=True), consumers=[MOBILE])
+        server: PluginServerProcess, kong_mode: str) -> None:
+    node = node_in(kong_mode, server.socket, outcomes_config(hide_credentials=True),
+                   consumers=[MOBILE])
     r = get(node, f"/flights/v1/flights?a=1&apikey={KEYS['good']}&b=2", "good")
     assert r.status == 200
     assert "apikey" not in r.upstream_headers
@@ -129,9 +152,11 @@ def test_hide_credentials_strips_the_key_from_header_and_query(
     node.close()
 
 
-def test_anonymous_continues_as_the_anonymous_consumer(server: PluginServerProcess) -> None:
+def test_anonymous_continues_as_the_anonymous_consumer(server: PluginServerProcess,
+                                                       kong_mode: str) -> None:
     anon = {"id": "9d0c1f7e-1111-4222-8333-444455556666", "username": "anon"}
-    node = KongNode(server.socket, outcomes_config(anonymous="anon"), consumers=[anon, MOBILE])
+    node = node_in(kong_mode, server.socket, outcomes_config(anonymous="anon"),
+                   consumers=[anon, MOBILE])
     r = get(node, "/flights/v1/flights", None)
     assert (r.status, r.consumer) == (200, anon)
     assert r.upstream("X-Anonymous-Consumer") == "true"
@@ -153,8 +178,8 @@ def test_absolute_form_request_line(node: KongNode) -> None:
 
 def test_internal_error_is_a_500_never_a_pass(node: KongNode) -> None:
     # Kong answering a PDK call with something absurd makes the adapter fail inside.
-    r = get(node, "/flights/v1/flights", "good",
-            answers={"kong.request.get_headers": ["not", "a", "map"]})
+    absurd = "kong.nginx.get_ctx" if node.companions else "kong.request.get_headers"
+    r = get(node, "/flights/v1/flights", "good", answers={absurd: ["not", "a", "map"]})
     assert (r.status, r.body, r.proxied) == (500, {"message": "An unexpected error occurred"},
                                              False)
     assert get(node, "/flights/v1/flights", "good").status == 200  # and the server carries on

@@ -91,7 +91,7 @@ def test_the_no_op_floor_makes_the_pdk_calls_of_an_allowed_request() -> None:
         denied = ace_node.request(REQUESTS["401"])
         floor_exit = noop_node.request(KongRequest(path="/x", headers={"x-noop-exit": "401"}))
         assert denied.status == floor_exit.status == 401
-        assert len(floor_exit.pdk_calls) == len(denied.pdk_calls) == 4
+        assert len(floor_exit.pdk_calls) == len(denied.pdk_calls) == 5
         ace_node.close()
         noop_node.close()
 

@@ -12,7 +12,7 @@ import pytest
 import yaml
 
 from kong_ace import Enforcer
-from kong_ace.core import catalog
+from kong_ace.core import catalog, strategies
 from kong_ace.testing import dump_info, plugin_config_schema, server_command, validate
 from tests.gateway.support import KONG_YML, outcomes_config
 
@@ -125,6 +125,7 @@ def _sub(record: dict[str, Any], *path: str) -> dict[str, Any]:
         (("applications", "registrations"), catalog.REGISTRATION_FIELDS),
         (("rate_limiting",), catalog.RATE_LIMITING_FIELDS),
         (("rate_limiting", "redis"), catalog.REDIS_FIELDS),
+        (("auth_strategies",), strategies.STRATEGY_FIELDS),
     ],
 )
 def test_schema_declares_every_field_the_core_reads(info: dict[str, Any], path: tuple[str, ...],

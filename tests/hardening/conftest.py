@@ -11,6 +11,7 @@ import shutil
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+from urllib.parse import unquote_to_bytes
 
 import pytest
 
@@ -106,6 +107,95 @@ def entitled(config: dict[str, Any], app_id: str, api: str, method: str, templat
                 if (e.get("method"), e.get("path")) == (method, template):
                     return True
     return False
+
+
+# --- an UPSTREAM oracle: what common servers behind Kong would run (SPEC §8) ---
+# Written from the servers' documented behaviour and kong/tools/uri.lua, not from kong_ace:
+# a request may pass only if every reading below is an operation the application may call.
+
+_KONG_SAFE = re.compile(rb"[^!#$&'()*+,/:;=?@\[\]A-Za-z0-9\-_.~%]")
+OVERRIDE_HEADERS = ("x-http-method-override", "x-http-method", "x-method-override")
+
+
+def kong_forwarded_path(raw_path: str) -> str:
+    """kong/tools/uri.lua escape(normalize(path)): the path Kong sends upstream."""
+    b = kong_normalize(raw_path).encode("utf-8", "surrogateescape")
+    return _KONG_SAFE.sub(lambda m: b"%%%02X" % m.group(0)[0], b).decode("latin-1")
+
+
+def _unquote(path: str) -> str:
+    return unquote_to_bytes(path).decode("utf-8", "surrogateescape")
+
+
+def _dots(path: str) -> str:
+    # RFC 3986 remove_dot_segments plus slash merging (Tomcat, Spring, most Go muxes).
+    out: list[str] = []
+    for seg in path.split("/")[1:]:
+        if seg == "..":
+            if out:
+                out.pop()
+        elif seg not in (".", ""):
+            out.append(seg)
+    tail = "/" if path.endswith(("/", "/.", "/..")) and out else ""
+    return "/" + "/".join(out) + tail
+
+
+def upstream_readings(path: str) -> dict[str, str]:
+    """The path each kind of upstream routes on, given the raw path Kong forwarded."""
+    cut = path.split("#", 1)[0]
+    return {
+        "kong": kong_normalize(path),
+        # PEP 3333 / ASGI: PATH_INFO is percent-decoded, %2F included; no dot removal.
+        "wsgi": _unquote(path),
+        # A framework that also normalises the decoded path.
+        "wsgi-normalising": _dots(_unquote(path)),
+        # Tomcat/Jetty: ';' parameters cut from each segment, then decoded and normalised.
+        "tomcat": _dots(_unquote("/".join(s.split(";", 1)[0] for s in path.split("/")))),
+        # Most servers treat a raw '#' as the start of a fragment.
+        "fragment": _unquote(cut),
+        # IIS/ASP.NET and some Java stacks read a backslash as a separator.
+        "backslash": _dots(_unquote(path).replace("\\", "/")),
+    }
+
+
+def upstream_methods(method: str, headers: dict[str, list[Any]], query: str) -> set[str]:
+    """The method alone, and on POST whatever override middleware would run instead."""
+    methods = {method}
+    if method != "POST":
+        return methods
+    for name, values in headers.items():
+        if name.lower().replace("_", "-") in OVERRIDE_HEADERS:
+            methods |= {v.upper() for v in values if isinstance(v, str)}
+    for part in query.split("&"):
+        k, eq, v = part.partition("=")
+        if eq and _unquote(k.replace("+", " ")) == "_method":
+            methods.add(_unquote(v.replace("+", " ")).upper())
+    return methods
+
+
+def _specificity(template: str) -> tuple[int, ...]:
+    # Literal segments beat partial ones, which beat whole-segment parameters (every router).
+    return tuple(0 if re.fullmatch(r"\{[^{}]+\}", s) else 1 if "{" in s else 2
+                 for s in template.strip("/").split("/"))
+
+
+def route(ops: list[Any], method: str, path: str) -> list[Any]:
+    """The operations a router would pick for (method, path): the most specific matches."""
+    hits = [op for op in ops if template_regex(op.full).fullmatch(path)]
+    same = [op for op in hits if op.method == method]
+    if not same and method == "HEAD":
+        same = [op for op in hits if op.method == "GET"]
+    if not same:
+        return []
+    best = max(_specificity(op.full) for op in same)
+    return [op for op in same if _specificity(op.full) == best]
+
+
+def host_key(host: str) -> str:
+    """Host as a router compares it: lower case, no port, no trailing dot."""
+    h = host.strip().lower().rsplit("@", 1)[-1]
+    h = h.split(":", 1)[0] if h.count(":") == 1 else h
+    return h[:-1] if h.endswith(".") else h
 
 
 # --- processes ---

@@ -153,18 +153,28 @@ def test_broken_specs_are_config_errors_and_keep_the_server(
     assert "Traceback" not in plugin_server.log, plugin_server.log[-3000:]
 
 
-def test_a_bad_reload_fails_closed_and_other_workers_keep_serving(
+def test_a_bad_reload_keeps_the_last_good_config_and_a_fresh_one_fails_closed(
         plugin_server: PluginServerProcess) -> None:
+    # SPEC §10 (new): a bad reload used to answer 500 on the worker that saw it first; now the
+    # last good config of the plugin keeps serving. With no last good config it still fails
+    # closed (Kong's error(err) in get_instance_id: 500).
     node = KongNode(plugin_server.socket, hardening_config(), workers=2)
     good = KongRequest(path="/flights/v1/flights", headers={"apikey": KEYS["basic"]})
+    keyless = KongRequest(path="/flights/v1/flights")
     assert [node.request(good, worker=w).status for w in (0, 1)] == [200, 200]
     bad = hardening_config()
     bad["packages"][0]["operations"][0]["operation_id"] = "noSuchOperation"
     node.configure(bad, workers=[0])  # worker 0 sees the broken reload first
     r = node.request(good, worker=0)
-    assert (r.status, r.proxied) == (500, False)  # Kong's error(err): fails closed
-    assert "packages[0].operations[0]" in r.errors[0]
+    assert (r.status, r.errors) == (200, [])
+    assert node.request(keyless, worker=0).status == 401  # enforced by the last good config
     assert node.request(good, worker=1).status == 200  # the running instance is untouched
-    node.configure(hardening_config())  # fixed: both workers serve again
+    fresh = KongNode(plugin_server.socket, bad, workers=1)  # another plugin id: nothing good
+    for _ in range(3):
+        r = fresh.request(good)
+        assert (r.status, r.proxied) == (500, False)
+        assert "packages[0].operations[0]" in r.errors[0]
+    node.configure(hardening_config())  # fixed: both workers serve the new config
     assert [node.request(good, worker=w).status for w in (0, 1)] == [200, 200]
     node.close()
+    fresh.close()

@@ -123,11 +123,13 @@ def test_connection_closed_mid_event_and_step_on_another_connection(
     for _ in range(20):  # the nginx worker's request dies after the first PDK call
         c = KongRPC(plugin_server.socket, timeout=10)
         step = c.call("plugin.HandleEvent", {"InstanceId": iid, "EventName": "access"})
-        assert step["Data"]["Method"] == "kong.nginx.get_var"
+        assert step["Data"]["Method"] == "kong.nginx.get_ctx"  # SPEC §9: companions first
         dropped.append(step["EventId"])
         c.close()
     # Kong's keepalive pool may carry the next Step of an event on another connection.
     step = a.call("plugin.HandleEvent", {"InstanceId": iid, "EventName": "access"})
+    step = a.call("plugin.Step", {"EventId": step["EventId"]})  # no ace-context: classic mode
+    assert step["Data"]["Method"] == "kong.nginx.get_var"
     b = KongRPC(plugin_server.socket, timeout=10)
     step = b.call("plugin.Step", {"EventId": step["EventId"],
                                   "Data": "GET /flights/v1/flights HTTP/1.1"})
@@ -233,3 +235,40 @@ def _leak_check(plugin_server: PluginServerProcess, mode: str) -> None:
         assert m["events"] == 0 and m["instances"] <= 2, report
     # RSS: the second half grows no more than a small allowance (allocator noise).
     assert m3["rss_kb"] - m2["rss_kb"] <= 4096, report
+
+
+CTX_FIELDS = ["method", "target", "path", "host", "authority", "headers", "headers_truncated",
+              "consumer", "credential", "anonymous", "route", "service"]
+
+
+def test_odd_companion_tables_never_fail_open(plugin_server: PluginServerProcess) -> None:
+    """Companion mode: whatever ace-context's table holds, a bad key is never admitted and the
+    plugin always writes a verdict or exits (ace-guard would answer 503 otherwise)."""
+    node = KongNode(plugin_server.socket, hardening_config(), workers=1, companions=True)
+    node.workers[0].rpc.timeout = 15.0
+    seen: dict[str, int] = {}
+    base = {"method": "GET", "target": BAD[1], "path": BAD[1], "host": "h", "authority": "h",
+            "headers": {"host": "h", **BAD[2]}, "headers_truncated": False,
+            "credential": False, "anonymous": False}
+
+    @settings(max_examples=scale(200, 3000), deadline=None, derandomize=True,
+              suppress_health_check=list(HealthCheck), database=None)
+    @given(st.one_of(st.sampled_from(ODD),
+                     st.dictionaries(st.sampled_from(CTX_FIELDS), st.sampled_from(ODD),
+                                     min_size=1, max_size=3).map(lambda d: {**base, **d})))
+    def prop(table: Any) -> None:
+        r = node.request(KongRequest(path=BAD[1], headers=BAD[2],
+                                     answers={"kong.nginx.get_ctx": table}))
+        assert r.errors == [], (table, r.errors)
+        assert r.status in (200, 401, 403, 404, 405, 500), (table, r.status)
+        if r.proxied:
+            assert KEYS["basic"] in repr(table), table
+        key = "proxied" if r.proxied else str(r.status)
+        seen[key] = seen.get(key, 0) + 1
+
+    prop()
+    r = node.request(KongRequest(path=GOOD[1], headers=GOOD[2]))
+    assert (r.status, r.pdk_calls) == (200, ["kong.nginx.get_ctx", "kong.nginx.set_ctx"])
+    node.close()
+    assert "500" in seen and "401" in seen, seen
+    assert plugin_server.alive()

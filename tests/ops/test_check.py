@@ -245,8 +245,8 @@ def test_unreadable_specs_dir_hints_at_specs_dir_flag():
     (lambda d: d.update(_format_version="9.9"), "_format_version: '9.9' is not a format version"),
     (lambda d: d.update(routes=[{"paths": ["/x"], "service": {"name": "nope"}}]),
      "routes[0].service: service 'nope' is not defined"),
-    (lambda d: d["services"][0]["plugins"].append(d["plugins"].pop()) if "plugins" in
-     d["services"][0] else d["services"][0].update(plugins=[d["plugins"].pop()]),
+    (lambda d: d["services"][0]["plugins"].append(d["plugins"].pop(0)) if "plugins" in
+     d["services"][0] else d["services"][0].update(plugins=[d["plugins"].pop(0)]),
      "the ace plugin must be global"),
 ])
 def test_broken_decks_exit_2_naming_the_place(tmp_path, edit, message):

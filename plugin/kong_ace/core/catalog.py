@@ -11,12 +11,15 @@ from pathlib import Path
 from typing import Any
 
 from kong_ace.core.matcher import Matcher, Operation, Scope, parse_template
+from kong_ace.core.normalize import normalize_path
 from kong_ace.core.spec import Spec, clean_base_path, compile_spec, load_spec_file, parse_document
+from kong_ace.core.target import ESCAPED_SLASH_ACTIONS, METHOD_OVERRIDE_ACTIONS, Policy
 from kong_ace.errors import ConfigError
 from kong_ace.limits.limiter import HEADER_STYLES, PERIODS, Limit
 from kong_ace.limits.redis_settings import RedisSettings
 
 MATCH_POLICIES = ("if_present", "required")
+COMPANION_MODES = ("optional", "required")  # are the Lua companions (ace-context/-guard) required
 KEY_STATUSES = ("active", "revoked")
 REGISTRATION_STATUSES = ("approved", "pending", "rejected", "revoked")
 WINDOW_TYPES = ("fixed", "sliding")
@@ -30,17 +33,19 @@ KONG_KEYS = frozenset(
 )
 TOP_FIELDS = frozenset(
     {"match_policy", "anonymous", "key_names", "key_in_header", "key_in_query", "hide_credentials",
-     "specs_dir", "apis", "packages", "applications", "rate_limiting"}
+     "specs_dir", "apis", "packages", "applications", "rate_limiting", "companions",
+     "path_with_escaped_slashes_action", "method_override_action",
+     "auth_strategies"}  # auth fields: compiled by core/strategies.py
 )
 API_FIELDS = frozenset(
     {"name", "version", "spec_file", "spec", "base_path", "service", "hosts", "operations",
-     "rate_limits"}
+     "rate_limits", "auth_strategy"}
 )
 MANUAL_OP_FIELDS = frozenset({"method", "path", "operation_id"})
-PACKAGE_FIELDS = frozenset({"name", "description", "rate_limits", "operations"})
+PACKAGE_FIELDS = frozenset({"name", "description", "rate_limits", "operations", "auth_strategy"})
 PACKAGE_OP_FIELDS = frozenset({"api", "method", "path", "operation_id", "rate_limits"})
 LIMIT_FIELDS = frozenset({"limit", "duration"})
-APP_FIELDS = frozenset({"id", "name", "consumer", "credentials", "registrations"})
+APP_FIELDS = frozenset({"id", "name", "consumer", "credentials", "registrations", "client_ids"})
 CREDENTIAL_FIELDS = frozenset({"key_hash", "status", "expires_at"})
 REGISTRATION_FIELDS = frozenset({"package", "api", "status"})
 RATE_LIMITING_FIELDS = frozenset(
@@ -52,6 +57,9 @@ REDIS_FIELDS = frozenset(
      "cluster_nodes", "cluster_max_redirections", "sentinel_master", "sentinel_nodes",
      "sentinel_role", "sentinel_username", "sentinel_password"}
 )
+# Kong adds `$`-prefixed keys inside any record (kong/db/schema/init.lua process_auto_fields
+# puts a "$refs" map of vault references next to the fields it resolved): never ACE's fields.
+KONG_META_PREFIX = "$"
 DURATIONS = {**{f"{k}s": v for k, v in PERIODS.items()}, **PERIODS}
 
 
@@ -142,6 +150,9 @@ class Catalog:
     fault_tolerant: bool
     hide_client_headers: bool
     sources: tuple[tuple[str, Path | None, str | None], ...] = field(default=())
+    companions_required: bool = False  # no ace-context table: 500 rather than classic mode
+
+    policy: Policy = field(default=Policy())  # request-confusion options (SPEC §8)
 
     def operations(self) -> list[Operation]:
         """Every operation, in configuration order."""
@@ -241,7 +252,21 @@ def compile_catalog(config: Mapping[str, Any], base_dir: Path | None = None) -> 
         fault_tolerant=_bool(rl, "fault_tolerant", "rate_limiting", True),
         hide_client_headers=_bool(rl, "hide_client_headers", "rate_limiting", False),
         sources=tuple(sources),
+        companions_required=_choice(config, "companions", COMPANION_MODES, "",
+                                    "optional") == "required",
+        policy=Policy(
+            escaped_slashes=_choice(config, "path_with_escaped_slashes_action",
+                                    ESCAPED_SLASH_ACTIONS, "", "reject"),
+            method_override=_choice(config, "method_override_action", METHOD_OVERRIDE_ACTIONS,
+                                    "", "strip"),
+            base_paths=tuple(sorted({_prefix(a.base_path) for a in apis.values()})),
+        ),
     )
+
+
+def _prefix(base_path: str) -> str:
+    # As requests are compared: normalised like Kong's path, lower case, no trailing slash.
+    return normalize_path(base_path or "/").rstrip("/").lower()
 
 
 # --- APIs -------------------------------------------------------------------------------------
@@ -588,6 +613,11 @@ def _compile_rate_limiting(rl: Mapping[str, Any]) -> None:
 # --- field readers ----------------------------------------------------------------------------
 
 
+def is_kong_meta(key: Any) -> bool:
+    """True for a key Kong adds inside a record (`$refs`), which carries no ACE meaning."""
+    return isinstance(key, str) and key.startswith(KONG_META_PREFIX)
+
+
 def _join(place: str, key: str) -> str:
     return f"{place}.{key}" if place else key
 
@@ -595,7 +625,9 @@ def _join(place: str, key: str) -> str:
 def _no_unknown(raw: Mapping[str, Any], allowed: frozenset[str], place: str,
                 allow_dunder: bool = False) -> None:
     for key in raw:
-        if key not in allowed and not (allow_dunder and str(key).startswith("__")):
+        if key in allowed or is_kong_meta(key):
+            continue
+        if not (allow_dunder and str(key).startswith("__")):
             name = str(key)
             if not name or not name.isprintable() or name.strip() != name:
                 name = repr(name)  # an empty, blank or control-character name stays visible

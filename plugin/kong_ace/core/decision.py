@@ -25,6 +25,17 @@ UNEXPECTED = "An unexpected error occurred"
 
 KEY_CHALLENGE = {"WWW-Authenticate": 'Key realm="kong"'}
 
+# Auth strategies (SPEC §11): bearer-token answers follow RFC 6750 §3; a refused token gets no
+# detail beyond `invalid_token` (the reason goes to `kong-ace explain` and debug logs only).
+NO_TOKEN = "No access token found in request"
+NO_CREDENTIAL = "No API key or access token found in request"
+INVALID_TOKEN = "Invalid or expired access token"
+INSUFFICIENT_SCOPE = "Insufficient scope"
+TOKEN_REQUIRED = "An access token is required for this operation"
+BEARER_CHALLENGE = {"WWW-Authenticate": 'Bearer realm="kong"'}
+INVALID_TOKEN_CHALLENGE = {"WWW-Authenticate": 'Bearer realm="kong", error="invalid_token"'}
+EITHER_CHALLENGE = {"WWW-Authenticate": 'Key realm="kong", Bearer realm="kong"'}
+
 HEADER_OPERATION = "X-ACE-Operation-ID"
 HEADER_APPLICATION = "X-ACE-Application-ID"
 HEADER_PACKAGE = "X-ACE-Package"
@@ -72,6 +83,7 @@ class Decision:
     package: str | None = None
     api: str | None = None
     consumer: str | None = None
+    upstream_path: str | None = None  # forward this path instead of Kong's (SPEC §8 unescape)
 
     @property
     def body(self) -> dict[str, str] | None:

@@ -9,15 +9,21 @@ from pathlib import Path
 from typing import Any
 
 from kong_ace.core import decision as d
+from kong_ace.core.auth import Authenticator
 from kong_ace.core.catalog import Application, Catalog, compile_catalog
 from kong_ace.core.credentials import distinct, lookup, presented_keys
 from kong_ace.core.decision import Decision, Request, deny
+from kong_ace.core.jwks import Fetcher
 from kong_ace.core.matcher import Match, Operation
 from kong_ace.core.normalize import normalize_path
 from kong_ace.core.spec import compile_spec, load_spec_file, parse_document
+from kong_ace.core.target import AMBIGUOUS_PATH, Screened, host_key, screen
 from kong_ace.limits.limiter import RateResult, StorageUnavailable, build_limiter
 
 log = logging.getLogger("kong_ace")
+
+UNREACHABLE_PARAMETERS = ("operation '{op}' has ';' in its path: requests with ';' under an API "
+                          "are refused (SPEC §8), so it is unreachable")
 
 
 class Enforcer:
@@ -30,9 +36,13 @@ class Enforcer:
         clock: Callable[[], float] = time.time,
         storage: Any = None,
         base_dir: str | Path | None = None,
+        fetcher: Fetcher | None = None,
     ) -> None:
         self.catalog: Catalog = compile_catalog(config, Path(base_dir) if base_dir else None)
         self._clock = clock
+        # Auth strategies (SPEC §11); ``fetcher`` GETs JWKS and discovery documents.
+        self.auth = Authenticator(config, self.catalog, clock=clock, fetch=fetcher)
+        self._auth_plans = self.auth.plans  # only operations not on the default key strategy
         self.limiter = build_limiter(self.catalog.rate_limiting, clock=clock, storage=storage)
         self._warnings: list[str] | None = None
 
@@ -46,6 +56,8 @@ class Enforcer:
                     found += load_spec_file(path, source, validate=True).warnings
                 elif text is not None:
                     found += compile_spec(parse_document(text, source), source, None).warnings
+            found += [UNREACHABLE_PARAMETERS.format(op=op) for op in self.catalog.operations()
+                      if ";" in op.path]
             self._warnings = found
         return self._warnings
 
@@ -57,14 +69,29 @@ class Enforcer:
 
     def route(self, req: Request) -> Match:
         """The match ``decide`` would make for ``req`` (hand it back to skip a second one)."""
-        return self._match(req.method, req.path, req.host, req.service)
+        return self._route(req, _lower_keys(req.headers))
 
-    def _match(self, method: str, path: str, host: Any, service: Any) -> Match:
+    def _route(self, req: Request, headers: Mapping[str, Any]) -> Routed:
+        s = screen(self.catalog.policy, req, headers)
+        if s.refusal is not None:
+            return Routed(None, frozenset(), s)
+        m = self._match(s.method, s.path, req.host, req.service, normalized=True)
+        if s.alternate is not None:
+            # A percent-decoding upstream reads the alternate: it must reach the same operation.
+            # (Not normalised again: a decoded '%25' must not be decoded twice.)
+            alt = self._match(s.method, s.alternate, req.host, req.service, normalized=True)
+            if alt.operation is not m.operation:
+                s.refusal = AMBIGUOUS_PATH
+                return Routed(None, frozenset(), s)
+        return Routed(m.operation, m.allowed, s)
+
+    def _match(self, method: str, path: str, host: Any, service: Any,
+               normalized: bool = False) -> Match:
         cat = self.catalog
         # Scoping arguments only cost anything when some API is scoped.
         return cat.matcher.match(
             method,
-            normalize_path(path),
+            path if normalized else normalize_path(path),
             _service_keys(service) if cat.service_scoped else (),
             _host(host) if cat.host_scoped else None,
         )
@@ -76,37 +103,65 @@ class Enforcer:
         """
         cat = self.catalog
         headers = _lower_keys(req.headers)
-        forged = _forged(headers)
-        m = routed if routed is not None else self.route(req)
+        m = routed if isinstance(routed, Routed) else self._route(req, headers)
+        s = m.screened
+        if s.refusal is not None:
+            return deny(400, s.refusal)
+        # ACE owns every spelling of its identity headers, on every request; a stripped method
+        # override travels with them.
+        forged = s.ace_headers + s.strip_headers if s.strip_headers else s.ace_headers
+        strip_query = s.strip_query
         op = m.operation
         if op is None:
             # An odd-case method ('get') never passes where its standard form is defined.
-            if m.allowed and (cat.match_required or req.method.upper() in m.allowed):
+            if m.allowed and (cat.match_required or s.method.upper() in m.allowed):
                 allow = ", ".join(sorted(m.allowed))
                 return deny(405, d.METHOD_NOT_ALLOWED, {"Allow": allow})
             if cat.match_required:
                 return deny(404, d.NO_OPERATION)
-            return Decision(allowed=True, clear_upstream_headers=forged) if forged else d.PASS
+            if forged or strip_query:
+                return Decision(allowed=True, clear_upstream_headers=forged,
+                                clear_query=strip_query)
+            return d.PASS
+        upstream_path = s.upstream_path
+
+        plan = self._auth_plans.get(op.uid)
+        if plan is not None:  # another strategy than the top-level keys may admit it
+            got = self.auth.authenticate(op, plan, req, headers, forged)
+            if type(got) is Decision:
+                return got
+            return self._authorize(op, got.app, forged, got.consumer,  # type: ignore[union-attr]
+                                   got.hidden_headers, got.hidden_query)  # type: ignore[union-attr]
 
         consumer = req.consumer
+        if consumer is not None and (req.credential is False or s.anonymous):
+            # Another plugin's anonymous consumer (no credential) is no authenticated caller.
+            consumer = None
         if consumer is not None and not cat.is_anonymous(consumer):
             app = cat.application_for(consumer)
             if app is not None:
-                return self._authorize(op, app, forged, None, (), ())
+                return self._authorize(op, app, forged, None, (), strip_query, upstream_path)
             if cat.anonymous is not None:
                 # Authenticated by another plugin and not an ACE application: ACE stands aside.
-                return Decision(allowed=True, clear_upstream_headers=forged, operation_id=op.id)
+                return Decision(allowed=True, clear_upstream_headers=forged,
+                                clear_query=strip_query, operation_id=op.id,
+                                upstream_path=upstream_path)
 
+        # From here ACE authenticates the caller itself: Kong's consumer headers are its own.
+        if s.consumer_headers:
+            forged += s.consumer_headers
         presented = presented_keys(cat, headers, req.query)
         keys = presented.keys
         if not keys:
             if cat.anonymous is not None:
                 app = cat.consumers.get(cat.anonymous)
                 if app is not None:
-                    return self._authorize(op, app, forged, cat.anonymous, (), ())
+                    return self._authorize(op, app, forged, cat.anonymous, (), strip_query,
+                                           upstream_path)
                 return Decision(
-                    allowed=True, clear_upstream_headers=forged, operation_id=op.id,
-                    consumer=cat.anonymous, upstream_headers={d.HEADER_OPERATION: op.id},
+                    allowed=True, clear_upstream_headers=_unset(forged, _SET_OP),
+                    clear_query=strip_query, operation_id=op.id, consumer=cat.anonymous,
+                    upstream_headers={d.HEADER_OPERATION: op.id}, upstream_path=upstream_path,
                 )
             return deny(401, d.NO_API_KEY, d.KEY_CHALLENGE, operation_id=op.id)
         if len(keys) > 1 and distinct(keys):
@@ -120,18 +175,19 @@ class Enforcer:
             return deny(401, d.KEY_EXPIRED, d.KEY_CHALLENGE, operation_id=op.id)
         app = cred.application
         if cat.hide_credentials:
-            return self._authorize(op, app, forged, app.consumer, presented.header_names,
-                                   presented.query_names)
-        return self._authorize(op, app, forged, app.consumer, (), ())
+            return self._authorize(op, app, forged + presented.header_names, app.consumer,
+                                   presented.query_names, strip_query, upstream_path)
+        return self._authorize(op, app, forged, app.consumer, (), strip_query, upstream_path)
 
     def _authorize(
         self,
         op: Operation,
         app: Application,
-        forged: tuple[str, ...],
+        clear: tuple[str, ...],
         consumer: str | None,
-        hidden_headers: tuple[str, ...],
         hidden_query: tuple[str, ...],
+        strip_query: tuple[str, ...],
+        upstream_path: str | None,
     ) -> Decision:
         uid = op.uid
         refused: str | None = None
@@ -152,8 +208,9 @@ class Enforcer:
                 log.warning("rate-limit store unavailable, admitting: %s", exc)
                 result = RateResult(True)
             if result.allowed:
-                return self._admit(op, app, reg.kind, reg.target, result, forged, consumer,
-                                   hidden_headers, hidden_query)
+                return self._admit(op, app, reg.kind, reg.target, result, clear, consumer,
+                                   hidden_query + strip_query if strip_query else hidden_query,
+                                   upstream_path)
             if limited is None or (result.retry_after or 0) < (limited.retry_after or 0):
                 limited = result
         if limited is not None:
@@ -169,36 +226,49 @@ class Enforcer:
         kind: str,
         target: str,
         result: RateResult,
-        forged: tuple[str, ...],
+        clear: tuple[str, ...],
         consumer: str | None,
-        hidden_headers: tuple[str, ...],
-        hidden_query: tuple[str, ...],
+        clear_query: tuple[str, ...],
+        upstream_path: str | None,
     ) -> Decision:
         if kind == "package":
             upstream = {_H_OP: op.id, _H_APP: app.id, _H_PKG: target}
-            other, package, api = _API_LOWER, target, op.api
+            package, api = target, op.api
+            setting = _SET_PKG
         else:
             upstream = {_H_OP: op.id, _H_APP: app.id, _H_API: target}
-            other, package, api = _PKG_LOWER, None, target
-        # A forged copy of the header this decision does not set must still be removed.
-        clear = hidden_headers + (other,) if other in forged else hidden_headers
+            package, api = None, target
+            setting = _SET_API
+        # A client copy of a header this decision sets is replaced by setting it (nginx matches
+        # names case-insensitively): clearing it too could race the set. Other spellings go.
+        if clear:
+            clear = _unset(clear, setting)
         headers = {} if self.catalog.hide_client_headers else result.headers
         # Positional, in field order: this is built on every admitted request.
-        return Decision(True, None, None, headers, upstream, clear, hidden_query, op.id, app.id,
-                        package, api, consumer)
+        return Decision(True, None, None, headers, upstream, clear, clear_query, op.id, app.id,
+                        package, api, consumer, upstream_path)
 
 
 _H_OP, _H_APP, _H_PKG, _H_API = d.IDENTITY_HEADERS
-_PKG_LOWER, _API_LOWER = _H_PKG.lower(), _H_API.lower()
-_IDENTITY = d.IDENTITY_HEADERS_LOWER
-_ID0, _ID1, _ID2, _ID3 = _IDENTITY
+_SET_OP = frozenset({_H_OP.lower()})
+_SET_PKG = frozenset({_H_OP.lower(), _H_APP.lower(), _H_PKG.lower()})
+_SET_API = frozenset({_H_OP.lower(), _H_APP.lower(), _H_API.lower()})
 
 
-def _forged(headers: Mapping[str, Any]) -> tuple[str, ...]:
-    # Unrolled: the common case (no client copy of any identity header) is four lookups.
-    if _ID0 in headers or _ID1 in headers or _ID2 in headers or _ID3 in headers:
-        return tuple(h for h in _IDENTITY if h in headers)
-    return ()
+class Routed(Match):
+    """A match together with the screening that produced it (see target.screen)."""
+
+    __slots__ = ("screened",)
+
+    def __init__(self, operation: Operation | None, allowed: frozenset[str],
+                 screened: Screened) -> None:
+        super().__init__(operation, allowed)
+        self.screened = screened
+
+
+def _unset(names: tuple[str, ...], setting: frozenset[str]) -> tuple[str, ...]:
+    # Names the decision sets anyway (any case) are not cleared as well.
+    return tuple(n for n in names if n.lower() not in setting)
 
 
 def _lower_keys(headers: Mapping[str, Any]) -> Mapping[str, Any]:
@@ -236,9 +306,9 @@ def _service_keys(service: Any) -> tuple[str, ...]:
 
 
 def _host(host: Any) -> str | None:
+    if isinstance(host, list):  # a multi-map value: the first Host header
+        host = host[0] if host else None
     if not isinstance(host, str) or not host:
         return None
-    host = host.lower()
-    if host.startswith("["):  # IPv6 literal, maybe with a port
-        return host[: host.find("]") + 1]
-    return host.rsplit(":", 1)[0] if host.count(":") == 1 else host
+    # Port and a trailing dot dropped: a scope must not be missed by spelling the host oddly.
+    return host_key(host)

@@ -62,7 +62,7 @@ def host_matches(hosts: frozenset[str], host: str) -> bool:
 class _Pattern:
     """A segment with parameters inside literal text, such as ``{name}.json``."""
 
-    regex: re.Pattern[str]
+    literals: tuple[str, ...]  # the text around the parameters: len == params + 1
     shape: str
     params: int
     prefix: str
@@ -73,6 +73,26 @@ class _Pattern:
     def rank(self) -> tuple[int, int, int, str]:
         # Fewer parameters first, then the longer literal prefix, then more literal text.
         return (self.params, -len(self.prefix), -self.literal, self.shape)
+
+    def fullmatch(self, seg: str) -> bool:
+        """Whether ``seg`` fills every parameter with non-empty text; linear in ``len(seg)``.
+
+        Left to right, each inner literal goes at its earliest place after a non-empty gap:
+        the earliest end leaves the most room for what follows, so when this greedy scan
+        fails no other split succeeds. No regex: nested lazy groups backtrack polynomially.
+        """
+        lits = self.literals
+        first, last = lits[0], lits[-1]
+        end = len(seg) - len(last)
+        if end < len(first) + 1 or not seg.startswith(first) or not seg.endswith(last):
+            return False
+        pos = len(first)
+        for lit in lits[1:-1]:
+            found = seg.find(lit, pos + 1, end - 1)
+            if found < 0:
+                return False
+            pos = found + len(lit)
+        return end > pos
 
     def may_overlap(self, other: _Pattern) -> bool:
         p, q = self.prefix, other.prefix
@@ -119,9 +139,8 @@ def _parse_segment(seg: str) -> str | _Pattern:
     literals = [decode_unreserved(p) for p in parts]
     if len(names) == 1 and not literals[0] and not literals[1]:
         return _PARAM_SEGMENT
-    regex = "([^/]+?)".join(re.escape(p) for p in literals)
     return _Pattern(
-        regex=re.compile(regex),
+        literals=tuple(literals),
         shape="{}".join(literals),
         params=len(names),
         prefix=literals[0],
@@ -214,7 +233,7 @@ class Matcher:
             child = node.static.get(seg)
             if child is None and seg:
                 for pat, pnode in node.patterns:
-                    if pat.regex.fullmatch(seg):
+                    if pat.fullmatch(seg):
                         child = pnode
                         break
                 else:
@@ -256,7 +275,7 @@ def _walk(
     if not seg:  # an empty segment never fills a parameter
         return None
     for pat, child in node.patterns:
-        if pat.regex.fullmatch(seg):
+        if pat.fullmatch(seg):
             op = _walk(child, segs, i + 1, method, service, host, allowed)
             if op is not None:
                 return op

@@ -3,9 +3,17 @@
 Every PDK call is one RPC round trip between Kong and the plugin server, so the adapter reads
 only what the decision needs and writes with multi-header setters:
 
-- allowed: ``$request`` (method + URI in one call), headers, [host], [service], [consumer],
-  upstream ``set_headers``, [response ``set_headers`` for rate-limit headers];
-- denied: ``$request``, headers, [host], [service], [consumer], ``response.exit``.
+- allowed: ``$request`` (method + URI in one call), headers, [service], [consumer,
+  [credential]], upstream ``set_headers``, [response ``set_headers`` for rate-limit headers];
+- denied: ``$request``, headers, [service], [consumer, [credential]], ``response.exit``.
+
+The Host header comes with the headers (it is what Kong's router matched); the request line
+gives the raw target and the host of an absolute-form target (SPEC §8).
+
+With the Lua companions (ace-context, ace-guard; ``companion.py``) it is two calls whatever
+the outcome: ``kong.nginx.get_ctx`` of ace-context's table and ``kong.nginx.set_ctx`` of the
+verdict. Every request starts with that ``get_ctx``; without the table it reads as above
+(classic mode), or answers 500 when the config says the companions are required.
 """
 
 from __future__ import annotations
@@ -20,8 +28,11 @@ from cachetools import TTLCache
 
 from kong_ace.core.decision import IDENTITY_HEADERS, UNEXPECTED, Decision, Request
 from kong_ace.core.matcher import Match
+from kong_ace.core.normalize import normalize_path
+from kong_ace.core.target import ANONYMOUS_HEADER, ESCAPED_SLASH
+from kong_ace.gateway import companion
 from kong_ace.gateway.compiled import CACHE, Compiled
-from kong_ace.gateway.request_line import parse_query, parse_request_line, strip_query
+from kong_ace.gateway.request_line import kong_escape, parse_query, parse_request, strip_query
 from kong_ace.gateway.schema import CONFIG_FIELDS
 
 log = logging.getLogger("kong_ace")
@@ -31,6 +42,7 @@ priority = 955  # after every auth plugin, before acl (950) and rate-limiting (9
 Schema = CONFIG_FIELDS
 
 ERROR_BODY = {"message": UNEXPECTED}
+NO_COMPANIONS = "ace: companions are required but ace-context left no request table"
 
 # Headers Kong's auth plugins set for the authenticated consumer (kong/constants.lua HEADERS).
 CONSUMER_ID = "X-Consumer-ID"
@@ -43,6 +55,10 @@ ANONYMOUS = "X-Anonymous-Consumer"
 # an empty table makes the same FFI call as ngx.req.clear_header (lua-resty-core request.lua).
 CLEAR: list[str] = []
 CLEAR_IDENTITY = {name: CLEAR for name in IDENTITY_HEADERS}
+# kong.request.get_headers() reads at most this many header lines (ngx.req.get_headers default,
+# kong/pdk/request.lua get_headers): that many back means some may be missing.
+MAX_HEADERS = 100
+BAD_REQUEST_BODY = {"message": ESCAPED_SLASH}
 
 
 class PDKError(Exception):
@@ -89,17 +105,27 @@ def compiled_count() -> int:
     return len(CACHE)
 
 
+def config_status() -> dict[str, Any]:
+    """Rejected configs and cache sizes (for plugin.GetStatus)."""
+    return CACHE.status()
+
+
 class Plugin:
     """One plugin instance (one per nginx worker and config version); the config is shared."""
 
     def __init__(self, config: Mapping[str, Any]) -> None:
         self.compiled: Compiled | None = CACHE.acquire(config)
+        self._released = False
 
     def close(self) -> None:
-        """Kong closed this instance: drop our hold on the shared compiled config."""
-        if self.compiled is not None:
+        """Kong closed this instance (or the server reaped it): drop our hold on the config.
+
+        The reference stays: an event that already looked this instance up still decides with
+        it (the server may close an instance Kong still uses, see gateway/rpc.py).
+        """
+        if self.compiled is not None and not self._released:
+            self._released = True
             CACHE.release(self.compiled)
-            self.compiled = None
 
     def access(self, kong: Any) -> None:
         """Enforce on one request; any internal error is a 500, never a silent pass."""
@@ -117,38 +143,87 @@ class Plugin:
         compiled = self.compiled
         if compiled is None:
             raise RuntimeError("instance closed")
+        ctx = _v(kong.nginx.get_ctx(companion.REQUEST_KEY))
+        if ctx is not None:  # ace-context ran; anything but its table is an error (a 500)
+            self._companion(kong, compiled, ctx)
+            return False
+        if compiled.enforcer.catalog.companions_required:
+            log.error(NO_COMPANIONS)
+            with contextlib.suppress(Exception):  # Kong's error log, as for internal errors
+                kong.log.err(NO_COMPANIONS)
+            kong.response.exit(500, ERROR_BODY)
+            return True
         req, raw_query, routed = self._read(kong, compiled)
         decision = compiled.enforcer.decide(req, routed)
-        return apply(kong, decision, raw_query, compiled)
+        return apply(kong, decision, raw_query, compiled, req.path)
+
+    @staticmethod
+    def _companion(kong: Any, c: Compiled, ctx: Any) -> None:
+        # The one write: ace-guard applies the verdict, or answers 503 if it never arrives.
+        req = companion.request_from(ctx, c.key_in_query)
+        d = c.enforcer.decide(req)
+        verdict = companion.verdict_for(d, req.target or "", c.anonymous)
+        _v(kong.nginx.set_ctx(companion.VERDICT_KEY, verdict))
 
     @staticmethod
     def _read(kong: Any, c: Compiled) -> tuple[Request, str, Match | None]:
-        parsed = parse_request_line(_v(kong.nginx.get_var("request")))
+        parsed = parse_request(_v(kong.nginx.get_var("request")))
         if parsed is None:  # unusual request line: ask Kong for each part
             method = _v(kong.request.get_method())
             uri = _v(kong.request.get_path_with_query()) or "/"
+            authority = None
         else:
-            method, uri = parsed
+            method, uri, authority = parsed
         path, _, raw_query = uri.partition("?")
         headers = _v(kong.request.get_headers()) or {}
-        host = _v(kong.request.get_host()) if c.host_scoped else None
         service = _v(kong.router.get_service()) if c.service_scoped else None
-        query = parse_query(raw_query) if c.key_in_query and raw_query else {}
-        req = Request(method, path, headers, query, host, service, None)
+        # Parsed whenever present: a `_method` override matters even without keys in the query.
+        query = parse_query(raw_query) if raw_query else {}
+        req = Request(method, path, headers, query, _first(headers.get("host")), service, None,
+                      uri, authority, None, _line_count(headers) >= MAX_HEADERS)
         routed = None
         if c.needs_consumer:
             # The consumer only matters once an operation matched; the trie lookup is cheaper
             # than the round trip, and decide() reuses it.
             routed = c.enforcer.route(req)
             if routed.operation is not None:
-                req.consumer = _v(kong.client.get_consumer())
+                consumer = req.consumer = _v(kong.client.get_consumer())
+                if consumer is not None and _needs_credential(c, consumer, headers):
+                    # Another plugin's anonymous consumer has no credential (key-auth
+                    # set_consumer): one more read, only for a consumer ACE would trust.
+                    req.credential = bool(_v(kong.client.get_credential()))
         return req, raw_query, routed
 
 
-def apply(kong: Any, d: Decision, raw_query: str, c: Compiled) -> bool:
-    """Make Kong carry out ``d``; True when the request was answered (exited)."""
+def _first(value: Any) -> Any:
+    if isinstance(value, list):
+        return value[0] if value else None
+    return value
+
+
+def _line_count(headers: Mapping[str, Any]) -> int:
+    return sum(len(v) if isinstance(v, list) else 1 for v in headers.values())
+
+
+def _needs_credential(c: Compiled, consumer: Any, headers: Mapping[str, Any]) -> bool:
+    cat = c.enforcer.catalog
+    marked = _first(headers.get(ANONYMOUS_HEADER))
+    if isinstance(marked, str) and marked.strip().lower() == "true":
+        return False  # already known anonymous: the core ignores this consumer
+    if cat.is_anonymous(consumer):
+        return False
+    return cat.anonymous is not None or cat.application_for(consumer) is not None
+
+
+def apply(kong: Any, d: Decision, raw_query: str, c: Compiled, path: str | None = None) -> bool:
+    """Make Kong carry out ``d``; True when the request was answered (exited).
+
+    ``path``: the request's raw path, needed only when ``d.upstream_path`` is set.
+    """
     if not d.allowed:
         kong.response.exit(d.status or 500, d.body or ERROR_BODY, dict(d.headers) or None)
+        return True
+    if d.upstream_path is not None and _forward_path(kong, d.upstream_path, path):
         return True
     # An operation matched: ACE owns every identity header, seen or not (Kong reads only
     # the first 100 request headers), and clearing rides on the same call.
@@ -166,12 +241,40 @@ def apply(kong: Any, d: Decision, raw_query: str, c: Compiled) -> bool:
         _v(kong.client.authenticate(consumer, None))
         upstream.update(consumer_headers(consumer, anonymous=d.consumer == c.anonymous))
     if upstream:
+        if d.clear_upstream_headers:
+            upstream = _no_clear_over_set(upstream)
         _v(kong.service.request.set_headers(upstream))
     if d.clear_query:
         _v(kong.service.request.set_raw_query(strip_query(raw_query, d.clear_query)))
     if d.headers:
         headers = d.headers
         _v(kong.response.set_headers(headers if type(headers) is dict else dict(headers)))
+    return False
+
+
+def _no_clear_over_set(upstream: dict[str, Any]) -> dict[str, Any]:
+    # nginx sets and clears by case-insensitive name, in Kong's pairs() order: a clear of
+    # `x-consumer-id` could run after the set of `X-Consumer-ID`. The set replaces it anyway.
+    setting = {k.lower() for k, v in upstream.items() if v is not CLEAR}
+    return {k: v for k, v in upstream.items() if v is not CLEAR or k.lower() not in setting}
+
+
+def _forward_path(kong: Any, wanted: str, path: str | None) -> bool:
+    """Forward the unescaped path; True when the request had to be refused instead."""
+    current = _v(kong.nginx.get_var("upstream_uri"))
+    if not isinstance(current, str) or path is None or current == kong_escape(
+            normalize_path(path)):
+        _v(kong.service.request.set_path(wanted))
+        return False
+    # The route rewrote the path (strip_path, a service path): unescape that path the same way,
+    # unless that would bring back a dot segment or an empty one.
+    rewritten = current
+    for escaped in ("%2F", "%2f", "%5C", "%5c"):
+        rewritten = rewritten.replace(escaped, "/")
+    if normalize_path(rewritten) != rewritten:
+        kong.response.exit(400, BAD_REQUEST_BODY)
+        return True
+    _v(kong.service.request.set_path(rewritten))
     return False
 
 

@@ -5,6 +5,8 @@ from __future__ import annotations
 import re
 
 _ESCAPE = re.compile(rb"%([0-9A-Fa-f]{2})")
+# kong/tools/uri.lua ESCAPE_PATTERN: what Kong escapes when it forwards a path.
+_UNSAFE = re.compile(rb"[^!#$&'()*+,/:;=?@\[\]A-Za-z0-9\-_.~%]")
 _ABSOLUTE = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://[^/?]*")
 
 
@@ -13,6 +15,15 @@ def parse_request_line(line: object) -> tuple[str, str] | None:
 
     ``$request_uri`` is the part of the request line between the method and the protocol;
     for an absolute-form target nginx drops the scheme and authority, and so do we.
+    """
+    parsed = parse_request(line)
+    return None if parsed is None else parsed[:2]
+
+
+def parse_request(line: object) -> tuple[str, str, str | None] | None:
+    """(method, request_uri, authority) from ``$request``; authority: an absolute-form's host.
+
+    nginx's ``$host`` prefers that host over the Host header, Kong's router does not (SPEC §8).
     """
     if not isinstance(line, str):
         return None
@@ -25,14 +36,16 @@ def parse_request_line(line: object) -> tuple[str, str] | None:
     target = target.strip(" ")
     if not target:
         return None
+    authority = None
     if not target.startswith("/"):
         m = _ABSOLUTE.match(target)
         if m is None:
             return None  # "*" and other odd targets: let the caller ask Kong instead
+        authority = m.group(0).split("://", 1)[1]
         target = target[m.end():] or "/"
         if target.startswith("?"):
             target = "/" + target
-    return method, target
+    return method, target, authority
 
 
 def unescape(text: str) -> str:
@@ -69,3 +82,11 @@ def strip_query(raw: str, names: tuple[str, ...]) -> str:
     drop = set(names)
     kept = [p for p in raw.split("&") if p and unescape(p.partition("=")[0]) not in drop]
     return "&".join(kept)
+
+
+def kong_escape(path: str) -> str:
+    """kong/tools/uri.lua ``escape``: the path Kong forwards upstream for a normalised path."""
+    raw = path.encode("utf-8", "surrogateescape")
+    if _UNSAFE.search(raw) is None:
+        return path
+    return _UNSAFE.sub(lambda m: b"%%%02X" % m.group(0)[0], raw).decode("ascii")

@@ -14,6 +14,7 @@ import random
 import threading
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 import msgpack
@@ -30,30 +31,63 @@ STEP_METHODS = frozenset(
 )
 EVENT_TTL = 300.0  # an event Kong never stepped again (its request died) is dropped after this
 PRUNE_EVERY = 1024
+# Kong drops its claim on an instance without CloseInstance when StartInstance fails, on "no
+# plugin instance" and on a new serverPid (plugin.lua): such instances are closed here. One is
+# superseded once a later instance of the same plugin id has a __seq__ at least as new; Kong
+# numbers __seq__ per nginx worker, so a superseded instance may still be another worker's:
+# it is closed only after INSTANCE_GRACE seconds without an event (Kong re-creates it on "no
+# plugin instance" if it was still in use). Any instance is closed after INSTANCE_IDLE idle.
+INSTANCE_GRACE = 60.0
+INSTANCE_IDLE = 3600.0
+REAP_EVERY = 1.0  # seconds between two looks for unreachable instances on the event path
 
 
 class RPCError(Exception):
     """An error answer to Kong; the message is what Kong logs (or matches on)."""
 
 
+@dataclass(eq=False)
+class Instance:
+    """One plugin instance Kong started: its plugin object and what tells when Kong dropped it."""
+
+    plugin: Any
+    config: dict[str, Any]
+    start: float  # wall clock, for Kong's StartTime
+    order: int  # start order in this process
+    plugin_id: Any  # config.__plugin_id
+    seq: Any  # config.__seq__ (unique per nginx worker and config generation)
+    used: float  # monotonic time of its last HandleEvent (or its start)
+
+
 class PluginServer:
     """Instances and events of the plugin module ``module`` (Plugin, Schema, version, priority)."""
 
     def __init__(self, name: str, module: Any, event_type: type[Event],
-                 event_timeout: float = DEFAULT_TIMEOUT) -> None:
+                 event_timeout: float = DEFAULT_TIMEOUT, *,
+                 instance_grace: float = INSTANCE_GRACE, instance_idle: float = INSTANCE_IDLE,
+                 clock: Callable[[], float] = time.monotonic) -> None:
         self.name = name
         self.module = module
         self.event_type = event_type
         self.event_timeout = event_timeout
+        self.instance_grace = instance_grace
+        self.instance_idle = instance_idle
+        self.clock = clock
         self.phases = [p for p in ("certificate", "rewrite", "log", "access", "preread",
                                    "response") if hasattr(module.Plugin, p)]
-        self.instances: dict[int, dict[str, Any]] = {}
+        self.instances: dict[int, Instance] = {}
         self.events: dict[int, Event] = {}
+        self.reaped = 0  # instances closed because Kong could no longer reach them
+        self.starting = 0  # StartInstance calls in progress (a draining server waits for them)
         self._lock = threading.Lock()
         # Ids start at a random base: after a restart Kong's stale ids must hit "no plugin
-        # instance" (Kong then restarts its instance), never another config's instance.
+        # instance" (Kong then restarts its instance), never another config's instance; and a
+        # Step for an event of the previous process must find no event here, never another
+        # request's (Lua numbers are doubles: ids stay below 2**53).
         self._next_instance = random.randrange(1, 2**30)
-        self._next_event = 0
+        self._next_event = random.randrange(1, 2**52)
+        self._order = 0
+        self._last_reap = clock()
         self.handlers: dict[str, Callable[..., Any]] = {
             "plugin.StartInstance": self.start_instance,
             "plugin.CloseInstance": self.close_instance,
@@ -87,11 +121,22 @@ class PluginServer:
         return self.info()
 
     def get_status(self, *_: Any) -> dict[str, Any]:
-        """plugin.GetStatus; ``Compiled`` counts the distinct compiled configs in memory."""
+        """plugin.GetStatus; ``Compiled`` counts the compiled configs in use.
+
+        Keys are only ever added (metrics read them): ``Reaped`` counts instances closed because
+        Kong could no longer reach them; the module's ``config_status`` adds ``Rejected`` (each
+        plugin's latest config ACE rejected: hash, error, time, the config served instead),
+        ``Failures``, ``Compiles`` and ``CompiledIdle``.
+        """
         compiled = getattr(self.module, "compiled_count", None)
-        return {"Pid": os.getpid(), "Plugins": {self.name: {
-            "Name": self.name, "Instances": [self._status(i) for i in list(self.instances)],
-            "Events": len(self.events), "Compiled": compiled() if compiled else None}},
+        config_status = getattr(self.module, "config_status", None)
+        instances = list(self.instances.items())  # a copy: the reaper may close some meanwhile
+        plugin = {"Name": self.name, "Instances": [self._status(i, inst) for i, inst in instances],
+                  "Events": len(self.events), "Compiled": compiled() if compiled else None,
+                  "Reaped": self.reaped}
+        if config_status is not None:
+            plugin.update(config_status())
+        return {"Pid": os.getpid(), "Plugins": {self.name: plugin},
             # For leak checks (tests/hardening): live greenlets and OS threads of the process.
             "Greenlets": sum(isinstance(o, greenlet) for o in gc.get_objects()),
             "Threads": threading.active_count()}
@@ -104,19 +149,30 @@ class PluginServer:
         if name != self.name:
             raise RPCError(f"{name} not initialized")
         text = cfg.get("Config")
+        with self._lock:
+            self.starting += 1
         try:
             if not isinstance(text, (str, bytes)):
                 raise ValueError("Config must be a JSON string")
             config = json.loads(text)
             plugin = self.module.Plugin(config)
         except ValueError as exc:  # ConfigError (and JSON shape errors) name the place
-            log.error("%s: rejected config: %s", self.name, exc)
+            if not getattr(exc, "logged", False):  # the compiled cache logs each rejection once
+                log.error("%s: rejected config: %s", self.name, exc)
             raise RPCError(f"{self.name}: invalid configuration: {exc}") from None
+        finally:
+            with self._lock:
+                self.starting -= 1
+        now = self.clock()
+        meta = config if isinstance(config, dict) else {}
         with self._lock:
             iid = self._next_instance
             self._next_instance += 1
-            self.instances[iid] = {"plugin": plugin, "config": config, "start": time.time()}
+            self._order += 1
+            self.instances[iid] = Instance(plugin, config, time.time(), self._order,
+                                           meta.get("__plugin_id"), meta.get("__seq__"), now)
         log.info("instance #%d of %s started", iid, self.name)
+        self.reap(now)
         return {"Name": self.name, "Id": iid, "Config": config, "StartTime": time.time()}
 
     def close_instance(self, iid: int) -> dict[str, Any]:
@@ -126,15 +182,51 @@ class PluginServer:
         if inst is None:
             # Kong retries (and restarts the instance) only on this prefix.
             raise RPCError(f"no plugin instance #{iid}")
-        close = getattr(inst["plugin"], "close", None)
+        self._close(iid, inst)
+        return {"Name": self.name, "Id": iid, "Config": inst.config}
+
+    def _close(self, iid: int, inst: Instance) -> None:
+        # An event already running keeps what its handler read at its start (plugin.py reads
+        # its compiled config once), so closing under it is safe.
+        close = getattr(inst.plugin, "close", None)
         if close is not None:
             close()
         log.info("instance #%d of %s closed", iid, self.name)
-        return {"Name": self.name, "Id": iid, "Config": inst["config"]}
 
-    def _status(self, iid: int) -> dict[str, Any]:
-        inst = self.instances[iid]
-        return {"Name": self.name, "Id": iid, "StartTime": inst["start"]}
+    def reap(self, now: float) -> list[int]:
+        """Close the instances Kong can no longer reach (see INSTANCE_GRACE); their ids."""
+        self._last_reap = now
+        with self._lock:
+            newest: dict[Any, list[Instance]] = {}
+            for inst in self.instances.values():
+                newest.setdefault(inst.plugin_id, []).append(inst)
+            doomed = [iid for iid, inst in self.instances.items()
+                      if self._unreachable(inst, newest[inst.plugin_id], now)]
+            closed = [(iid, self.instances.pop(iid)) for iid in doomed]
+            self.reaped += len(closed)
+        for iid, inst in closed:
+            log.info("instance #%d of %s (plugin %s, seq %s) unused for %.0fs: closing it",
+                     iid, self.name, inst.plugin_id, inst.seq, now - inst.used)
+            self._close(iid, inst)
+        return doomed
+
+    def _unreachable(self, inst: Instance, same_plugin: list[Instance], now: float) -> bool:
+        idle = now - inst.used
+        if idle >= self.instance_idle:
+            return True
+        if idle < self.instance_grace:
+            return False
+        return any(other.order > inst.order and _seq_at_least(other.seq, inst.seq)
+                   for other in same_plugin)
+
+    def _status(self, iid: int, inst: Instance) -> dict[str, Any]:
+        return {"Name": self.name, "Id": iid, "StartTime": inst.start,
+                "PluginId": inst.plugin_id, "Seq": inst.seq,
+                "IdleSeconds": round(self.clock() - inst.used, 3)}
+
+    def drained(self) -> bool:
+        """True when no event is in flight and no instance is being started."""
+        return not self.events and self.starting == 0
 
     # --- events ---------------------------------------------------------------------------
 
@@ -147,16 +239,20 @@ class PluginServer:
         inst = self.instances.get(iid)  # type: ignore[arg-type]
         if inst is None:
             raise RPCError(f"no plugin instance #{iid}")
+        now = self.clock()
+        inst.used = now
         with self._lock:
             eid = self._next_event
             self._next_event += 1
         if eid % PRUNE_EVERY == 0:
             self._prune()
+        if now - self._last_reap >= REAP_EVERY:
+            self.reap(now)
         phase = ev.get("EventName")
         if phase not in self.phases:
             log.error("%s has no phase %r; answering 500", self.name, phase)
             return {"Data": ERROR_EXIT, "EventId": eid}
-        event = self.event_type(eid, getattr(inst["plugin"], phase), self.event_timeout)
+        event = self.event_type(eid, getattr(inst.plugin, phase), self.event_timeout)
         self.events[eid] = event
         return self._reply(event, event.start())
 
@@ -212,6 +308,14 @@ class PluginServer:
                 eid = args[0].get("EventId") if args and isinstance(args[0], dict) else None
                 return self.fail_event(eid)
         return handler(*args)
+
+
+def _seq_at_least(newer: Any, older: Any) -> bool:
+    # __seq__ is an integer from a shared counter (plugins_iterator.lua get_plugin_config);
+    # anything else (an old Kong, a test) counts as superseded by any later start.
+    if isinstance(newer, int) and isinstance(older, int):
+        return newer >= older
+    return True
 
 
 class Connection:

@@ -48,6 +48,7 @@ API = _record(
         ),
     ),
     ("rate_limits", RATE_LIMITS),
+    ("auth_strategy", _string()),
 )
 
 PACKAGE = _record(
@@ -66,6 +67,7 @@ PACKAGE = _record(
             )
         ),
     ),
+    ("auth_strategy", _string()),
 )
 
 APPLICATION = _record(
@@ -97,6 +99,27 @@ APPLICATION = _record(
             )
         ),
     ),
+    ("client_ids", _array(_string())),
+)
+
+# SPEC §11. One record for both types; the core applies each type's defaults and rejects the
+# other type's fields, so nothing here has a default (Kong would fill it into both types).
+AUTH_STRATEGY = _record(
+    ("name", _string(required=True)),
+    ("type", _string(required=True, one_of=["key_auth", "openid_connect"])),
+    ("key_names", _array(_string(), len_min=1)),
+    ("key_in_header", {"type": "boolean"}),
+    ("key_in_query", {"type": "boolean"}),
+    ("hide_credentials", {"type": "boolean"}),
+    ("issuer", _string()),
+    ("jwks_uri", _string()),
+    ("jwks", _string()),  # the JWKS as JSON text (air-gapped gateways)
+    ("audience", _array(_string())),
+    ("credential_claim", _array(_string(), len_min=1)),
+    ("scopes", _array(_string())),
+    ("algorithms", _array(_string(one_of=["RS256", "RS384", "RS512", "PS256", "PS384", "PS512",
+                                          "ES256", "ES384", "ES512", "EdDSA"]), len_min=1)),
+    ("leeway", {"type": "number", "between": [0, 3600]}),
 )
 
 REDIS = _record(
@@ -166,6 +189,14 @@ CONFIG_FIELDS: tuple[Field, ...] = (
     {"packages": _array(PACKAGE, required=True, default=[])},
     {"applications": _array(APPLICATION, required=True, default=[])},
     {"rate_limiting": RATE_LIMITING},
+    {"companions": _string(required=True, default="optional", one_of=["optional", "required"])},
+    {"auth_strategies": _array(AUTH_STRATEGY)},
+
+    # Request confusion (SPEC §8; README "Reliability and security").
+    {"path_with_escaped_slashes_action": _string(required=True, default="reject",
+                                                 one_of=["reject", "unescape", "keep"])},
+    {"method_override_action": _string(required=True, default="strip",
+                                       one_of=["strip", "reject", "follow"])},
 )
 
 

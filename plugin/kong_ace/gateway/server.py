@@ -21,12 +21,18 @@ from typing import Any
 
 NAME = "ace"
 DEFAULT_MODE = "gevent"  # measured ~3x cheaper per request than threading (notes/issue-3.md)
+# Kong's default socket for plugin server <name> is <prefix>/<name>.socket
+# (kong/conf_loader/init.lua, pluginserver_<name>_socket): relying on defaults must work.
+SOCKET_NAME = f"{NAME}.socket"
+DRAIN_TIMEOUT = 5.0  # seconds a stopping server waits for the events in flight
 
 log = logging.getLogger("kong_ace.gateway.server")
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    """kong-pdk's dedicated-server command line, plus ``--mode``."""
+    """kong-pdk's dedicated-server command line, plus ``--mode`` and the lifecycle flags."""
+    from kong_ace.gateway.rpc import INSTANCE_GRACE, INSTANCE_IDLE  # no sockets: safe pre-patch
+
     p = argparse.ArgumentParser(prog="kong-ace-server",
                                 description="Kong plugin server for the ace plugin.")
     p.add_argument("-p", "--kong-prefix", "-kong-prefix", dest="prefix", default="/usr/local/kong/",
@@ -34,7 +40,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("-v", "--verbose", action="count", default=1,
                    help="more logging (-vv: debug)")
     p.add_argument("--version", "-version", action="version", version="%(prog)s 0.1.0")
-    p.add_argument("--socket-name", dest="socket_name", default=f"{NAME}.sock",
+    p.add_argument("--socket-name", dest="socket_name", default=SOCKET_NAME,
                    help="socket file name in the prefix (default: %(default)s)")
     p.add_argument("--listen-queue-size", dest="listen_queue_size", type=int, default=4096)
     p.add_argument("--no-lua-style", dest="no_lua_style", action="store_true",
@@ -51,6 +57,20 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--event-timeout", type=float, default=30.0, metavar="SECONDS",
                    help="answer 500 when a handler is silent this long; below Kong's 60 s "
                         "(default: %(default)s)")
+    p.add_argument("--drain-timeout", type=float, default=DRAIN_TIMEOUT, metavar="SECONDS",
+                   help="on SIGTERM/SIGINT/SIGHUP, stop accepting and wait this long at most "
+                        "for the events in flight before exiting (default: %(default)s)")
+    p.add_argument("--instance-grace", type=float, default=INSTANCE_GRACE, metavar="SECONDS",
+                   help="close an instance superseded by a newer __seq__ of its plugin once "
+                        "idle this long (default: %(default)s)")
+    p.add_argument("--instance-idle", type=float, default=INSTANCE_IDLE, metavar="SECONDS",
+                   help="close any instance idle this long (default: %(default)s)")
+    p.add_argument("--supervise", action="store_true",
+                   help="hold the socket and run the server as a child process, restarting it "
+                        "when it dies and forwarding SIGTERM/SIGINT/SIGHUP (for a server Kong "
+                        "does not start itself: containers, systemd)")
+    p.add_argument("--listen-fd", type=int, default=None, metavar="FD",
+                   help=argparse.SUPPRESS)  # the supervisor's listening socket
     p.add_argument("--plugin", default=PLUGIN_MODULE, metavar="MODULE",
                    help="module with Plugin, Schema, version, priority served as 'ace' "
                         "(default: %(default)s; others are for tests)")
@@ -66,47 +86,89 @@ def main(argv: list[str] | None = None) -> int:
         sys.stdout.write(json.dumps([build_server("threading", args.plugin).info()]))
         sys.stdout.flush()
         return 0
+    if args.supervise:
+        from kong_ace.gateway.supervisor import supervise
+
+        _configure_logging(args.verbose)
+        return supervise(args, list(sys.argv[1:] if argv is None else argv))
     if args.mode == "gevent":
         # Before anything opens sockets: Redis I/O in a handler must yield, not block the loop.
         from gevent import monkey
 
         monkey.patch_all()
-    logging.basicConfig(
-        level=logging.DEBUG if args.verbose >= 2 else logging.INFO if args.verbose == 1
-        else logging.WARNING,
-        format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    _configure_logging(args.verbose)
     if args.multiprocessing:
         log.warning("-m/--multiprocessing ignored: running in %s mode", args.mode)
-    if not os.path.isdir(args.prefix):
+    if args.listen_fd is None and not os.path.isdir(args.prefix):
         log.error("prefix %s does not exist, cannot create the unix socket", args.prefix)
         return 1
     path = os.path.join(args.prefix, args.socket_name)
-    server = build_server(args.mode, args.plugin, args.event_timeout)
-    return serve(path, server, args.mode, args.listen_queue_size)
+    server = build_server(args.mode, args.plugin, args.event_timeout,
+                          instance_grace=args.instance_grace, instance_idle=args.instance_idle)
+    return serve(path, server, args.mode, args.listen_queue_size, listen_fd=args.listen_fd,
+                 drain_timeout=args.drain_timeout)
+
+
+def _configure_logging(verbose: int) -> None:
+    logging.basicConfig(
+        level=logging.DEBUG if verbose >= 2 else logging.INFO if verbose == 1
+        else logging.WARNING,
+        format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
 
 
 PLUGIN_MODULE = "kong_ace.gateway.plugin"
 
 
-def build_server(mode: str, plugin: str = PLUGIN_MODULE, event_timeout: float = 30.0) -> Any:
+def build_server(mode: str, plugin: str = PLUGIN_MODULE, event_timeout: float = 30.0,
+                 **lifecycle: float) -> Any:
     """The PluginServer for `ace`: the plugin module, with the event runner of ``mode``."""
     from kong_ace.gateway.events import EVENT_TYPES
     from kong_ace.gateway.rpc import PluginServer
 
-    return PluginServer(NAME, importlib.import_module(plugin), EVENT_TYPES[mode], event_timeout)
+    return PluginServer(NAME, importlib.import_module(plugin), EVENT_TYPES[mode], event_timeout,
+                        **lifecycle)
 
 
-def serve(path: str, server: Any, mode: str, backlog: int = 4096) -> int:
-    """Listen on ``path`` and serve Kong until terminated or orphaned."""
-    from kong_ace.gateway.rpc import Connection
-
+def listen(path: str, backlog: int) -> socket.socket:
+    """A listening Unix socket at ``path``, replacing a predecessor's file (as Kong does)."""
     if os.path.exists(path):
         os.remove(path)
     listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     listener.bind(path)
     listener.listen(backlog)
-    ours = _identity(path)
-    log.info("%s plugin server (%s mode) listening on %s", NAME, mode, path)
+    return listener
+
+
+def remove_if_ours(path: str, ours: tuple[int, int, int] | None) -> None:
+    """Remove the socket file at ``path`` only while it is the one we created.
+
+    After a Kong reload (or a second server) another process may already listen on the path.
+    """
+    if ours is None:
+        return
+    with contextlib.suppress(OSError):
+        if _identity(path) == ours:
+            os.remove(path)
+
+
+def serve(path: str, server: Any, mode: str, backlog: int = 4096, *,
+          listen_fd: int | None = None, drain_timeout: float = DRAIN_TIMEOUT) -> int:
+    """Listen on ``path`` (or the inherited ``listen_fd``) and serve Kong until stopped.
+
+    SIGTERM, SIGINT and SIGHUP (and the end of the parent process) stop accepting, wait up to
+    ``drain_timeout`` for the events in flight, remove the socket if it is still ours, and exit.
+    """
+    from kong_ace.gateway.rpc import Connection
+
+    if listen_fd is None:
+        listener = listen(path, backlog)
+        ours: tuple[int, int, int] | None = _identity(path)
+    else:
+        # The supervisor owns the path and keeps the socket open across our restarts.
+        listener = socket.socket(fileno=listen_fd)
+        ours = None
+    log.info("%s plugin server (%s mode) listening on %s%s", NAME, mode, path,
+             " (supervised)" if listen_fd is not None else "")
 
     def handle(conn: Any, *_: Any) -> None:
         try:
@@ -116,29 +178,66 @@ def serve(path: str, server: Any, mode: str, backlog: int = 4096) -> int:
         finally:
             conn.close()
 
-    def stop(*_: Any) -> None:
-        # After a Kong reload a new server may already listen on this path: remove the socket
-        # file only while it is still ours.
-        with contextlib.suppress(OSError):
-            if _identity(path) == ours:
-                os.remove(path)
-        os._exit(0)
-
-    signal.signal(signal.SIGTERM, stop)
-    signal.signal(signal.SIGINT, stop)
+    stopping: list[bool] = []
     parent = os.getppid()
     if mode == "gevent":
         import gevent
         from gevent.server import StreamServer
 
+        stream = StreamServer(listener, handle)
+
+        def stop(*_: Any) -> None:
+            if not stopping:
+                stopping.append(True)
+                stream.close()  # stop accepting; Kong's connections stay served
+                remove_if_ours(path, ours)
+                _drain(server, drain_timeout, gevent.sleep)
+
+        for sig in STOP_SIGNALS:
+            gevent.signal_handler(sig, gevent.spawn, stop)
         gevent.spawn(_watchdog, parent, gevent.sleep, stop)
-        StreamServer(listener, handle).serve_forever()
+        stream.serve_forever()
+        gevent.sleep(drain_timeout + 1)  # closed by stop(): its greenlet ends the process
     else:
+        def stop(*_: Any) -> None:
+            if not stopping:
+                stopping.append(True)
+                with contextlib.suppress(OSError):
+                    listener.close()
+                remove_if_ours(path, ours)
+                _drain(server, drain_timeout, time.sleep)
+
+        for sig in STOP_SIGNALS:
+            signal.signal(sig, stop)
         threading.Thread(target=_watchdog, args=(parent, time.sleep, stop), daemon=True).start()
-        while True:
-            conn, _ = listener.accept()
+        while not stopping:
+            try:
+                conn, _ = listener.accept()
+            except OSError:
+                if stopping:
+                    break
+                raise
             threading.Thread(target=handle, args=(conn,), daemon=True).start()
+        time.sleep(drain_timeout + 1)  # stop() runs in this thread or the watchdog's
     return 0
+
+
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
+DRAIN_POLL = 0.002
+
+
+def _drain(server: Any, timeout: float, sleep: Any) -> None:
+    """Wait (bounded) until no event is in flight, then end the process."""
+    deadline = time.monotonic() + timeout
+    while not server.drained() and time.monotonic() < deadline:
+        sleep(DRAIN_POLL)
+    left = len(server.events)
+    if left:
+        log.warning("stopping with %d event(s) still in flight after %gs", left, timeout)
+    else:
+        log.info("stopping: no event in flight")
+    logging.shutdown()
+    os._exit(0)
 
 
 def _identity(path: str) -> tuple[int, int, int]:

@@ -10,6 +10,7 @@ from rich import box
 from rich.table import Table
 from rich.text import Text
 
+from kong_ace.core.strategies import DEFAULT, NONE, KeyStrategy, TokenStrategy
 from kong_ace.errors import ConfigError
 from kong_ace.ops.coverage import SAMPLES, Coverage, CoverageAnalyser
 from kong_ace.ops.deckfile import DeckFileError, Route
@@ -27,6 +28,11 @@ PARTIAL = ("operation '{op}' is only partly carried: for some hosts, route {rout
 IDLE_PATH = ("route '{route}' path {path} carries no API operation: {effect}")
 IDLE_REQUIRED = "with match_policy required, ACE answers 404 to every request on it"
 IDLE_IF_PRESENT = "requests on it pass through without ACE (match_policy if_present)"
+NO_SIGNING_KEYS = ("auth strategy '{name}': no signing keys from issuer {issuer} yet ({error}): "
+                   "its tokens are refused until a refresh succeeds")
+UNUSED_STRATEGY = "auth strategy '{name}' is used by no package or API"
+NO_CLIENT_IDS = ("auth strategy '{name}' ({issuer}) admits packages/APIs, but no application "
+                 "has client_ids")
 STATUS_STYLE = {"matched": "green", "partial": "yellow", "unmatched": "bold red"}
 
 
@@ -44,6 +50,47 @@ def duplicate_keys(config: Mapping[str, Any]) -> list[dict[str, Any]]:
     return [{"key_hash": d, "places": p} for d, p in seen.items() if len(p) > 1]
 
 
+def strategies(loaded: Loaded) -> list[dict[str, Any]]:
+    """Each auth strategy, what it checks, and the packages and APIs that use it."""
+    auth = loaded.enforcer.auth
+    conf = auth.config
+    out = []
+    for name, s in [*conf.strategies.items(), (NONE, None)]:
+        entry: dict[str, Any] = {
+            "name": name, "type": getattr(s, "type", NONE),
+            "packages": [p for p, n in conf.packages.items() if n == name],
+            "apis": [a for a, n in conf.apis.items() if n == name]}
+        if isinstance(s, KeyStrategy):
+            entry["key_names"] = list(s.key_names)
+        elif isinstance(s, TokenStrategy):
+            keys = auth.key_sets[s.issuer]
+            entry.update(issuer=s.issuer, jwks_uri=keys.jwks_uri, inline_jwks=keys.inline,
+                         audience=list(s.audience), scopes=list(s.scopes),
+                         credential_claim=list(s.credential_claim),
+                         algorithms=sorted(s.algorithms), leeway=s.leeway,
+                         signing_keys=len(keys.keys), jwks_error=keys.error)
+        if name == NONE and not (entry["packages"] or entry["apis"]):
+            continue
+        out.append(entry)
+    return out
+
+
+def _strategy_findings(loaded: Loaded, listed: list[dict[str, Any]]) -> list[str]:
+    out = []
+    has_clients = bool(loaded.enforcer.auth.config.client_ids)
+    for e in listed:
+        used = e["packages"] or e["apis"]
+        if not used and e["name"] != DEFAULT:
+            out.append(UNUSED_STRATEGY.format(name=e["name"]))
+        if e["type"] == "openid_connect":
+            if not e["signing_keys"]:
+                out.append(NO_SIGNING_KEYS.format(name=e["name"], issuer=e["issuer"],
+                                                  error=e["jwks_error"] or "empty JWKS"))
+            if used and not has_clients:
+                out.append(NO_CLIENT_IDS.format(name=e["name"], issuer=e["issuer"]))
+    return out
+
+
 def findings(loaded: Loaded, coverage: list[Coverage], analyser: CoverageAnalyser) -> list[str]:
     """Everything an operator should look at, besides unmatched operations."""
     cat = loaded.enforcer.catalog
@@ -56,6 +103,7 @@ def findings(loaded: Loaded, coverage: list[Coverage], analyser: CoverageAnalyse
     effect = IDLE_REQUIRED if cat.match_required else IDLE_IF_PRESENT
     out += [IDLE_PATH.format(route=m.route.label, path=m.path or "(any)", effect=effect)
             for m in analyser.idle_paths()]
+    out += _strategy_findings(loaded, strategies(loaded))
     return out + analyser.warnings
 
 
@@ -129,12 +177,37 @@ def _as_json(loaded: Loaded, analyser: CoverageAnalyser, coverage: list[Coverage
             a.id for a in cat.applications.values()
             if not any(r.status == "approved" for r in a.registrations)],
         "duplicate_keys": dups,
+        "auth_strategies": strategies(loaded),
         "idle_route_paths": [{"route": m.route.label, "path": m.path}
                              for m in analyser.idle_paths()],
         "findings": notes,
         "file_warnings": loaded.warnings,
         "spec_warnings": spec_warnings,
     }
+
+
+def _render_strategies(out: Output, loaded: Loaded) -> None:
+    listed = strategies(loaded)
+    if [e["name"] for e in listed] == [DEFAULT]:
+        return  # API keys only: nothing to add to today's report
+    table = Table(title="Auth strategies", title_justify="left", box=box.SIMPLE_HEAD,
+                  pad_edge=False)
+    for col in ("Strategy", "Type", "Checks", "Packages", "APIs"):
+        table.add_column(col, max_width=48 if col == "Checks" else None)
+    for e in listed:
+        if e["type"] == "openid_connect":
+            checks = f"issuer {e['issuer']}\n{e['signing_keys']} signing key(s)"
+            if e["jwks_error"]:
+                checks += f" (last fetch: {e['jwks_error']})"
+            if e["scopes"]:
+                checks += f"\nscopes {' '.join(e['scopes'])}"
+        elif e["type"] == "key_auth":
+            checks = "keys in " + ", ".join(e["key_names"])
+        else:
+            checks = "open: no application"
+        table.add_row(e["name"], e["type"], Text(checks), "\n".join(e["packages"]) or "-",
+                      "\n".join(e["apis"]) or "-")
+    out.console.print(table)
 
 
 def _render(out: Output, loaded: Loaded, coverage: list[Coverage], notes: list[str],
@@ -158,6 +231,7 @@ def _render(out: Output, loaded: Loaded, coverage: list[Coverage], notes: list[s
                       "\n".join(cov.packages) or "-",
                       Text(cov.status, style=STATUS_STYLE[cov.status]))
     c.print(table)
+    _render_strategies(out, loaded)
     unmatched = [cov for cov in coverage if cov.status == "unmatched"]
     if unmatched:
         c.print(UNMATCHED_SUMMARY.format(n=len(unmatched)), style="bold red", markup=False)

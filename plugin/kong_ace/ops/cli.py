@@ -46,7 +46,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("method", help="HTTP method, e.g. GET")
     p.add_argument("path", help="request path as the client sends it, e.g. /flights/v1/flights")
     p.add_argument("-H", "--header", action="append", default=[], metavar="'NAME: VALUE'",
-                   help="a request header (repeatable)")
+                   help="a request header (repeatable), e.g. 'Authorization: Bearer TOKEN'")
     p.add_argument("--query", action="append", default=[], metavar="K=V",
                    help="a query argument (repeatable)")
     p.add_argument("--consumer", help="the Kong consumer another auth plugin authenticated")

@@ -26,6 +26,8 @@ DEMO_KEYS = {
     "partner-portal": "ace_partner_oeA86pM1k4gy-nBGDpb-ueAM4lJg-Zpt",
 }
 MOBILE = {"id": "4b1f6a52-7c0e-4d2a-9a8e-0d6f2d1e5a01", "username": "mobile"}
+# key-auth's credential for the mobile consumer (kong.client.get_credential()).
+MOBILE_KEY = {"id": "0c5e8a8e-53f4-4bb4-9d3c-6f1c2a7e9b10", "consumer": {"id": MOBILE["id"]}}
 
 
 @dataclass(frozen=True)
@@ -69,16 +71,16 @@ def ace_config(kong_yml: Path, specs_dir: Path) -> dict[str, Any]:
 def request_for(sample: Sample) -> KongRequest:
     """The request a caller sends (the mobile app has been authenticated by key-auth)."""
     headers: dict[str, Any] = {"host": "api.example.com", "user-agent": "kong-ace-demo"}
-    consumer = None
+    consumer = credential = None
     if sample.caller in DEMO_KEYS:
         headers["apikey"] = DEMO_KEYS[sample.caller]
     elif sample.caller == "stranger":
         headers["apikey"] = "ace_not_a_real_key"
     elif sample.caller == "mobile":
         headers["host"] = "mobile.example.com"
-        consumer = MOBILE
+        consumer, credential = MOBILE, MOBILE_KEY
     return KongRequest(method=sample.method, path=sample.path, headers=headers,
-                       host=headers["host"], consumer=consumer)
+                       host=headers["host"], consumer=consumer, credential=credential)
 
 
 def replay(node: KongNode, samples: tuple[Sample, ...] = SAMPLES) -> Iterator[tuple[Sample, Any]]:
@@ -104,6 +106,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--specs", type=Path, default=REPO / "specs", help="OpenAPI files directory")
     p.add_argument("--mode", choices=("gevent", "threading"), default=None,
                    help="plugin server concurrency mode")
+    p.add_argument("--classic", action="store_true",
+                   help="without the Lua companions ace-context and ace-guard (classic mode)")
     args = p.parse_args(argv)
     config = ace_config(args.config, args.specs.resolve())
     known = {c.get("key_hash") for a in config.get("applications") or []
@@ -113,9 +117,11 @@ def main(argv: list[str] | None = None) -> int:
             print(f"note: the demo key of {app} is not in {args.config}", file=sys.stderr)
     server_args = ("--mode", args.mode) if args.mode else ()
     with PluginServerProcess(args=server_args) as server:
-        node = KongNode(server.socket, config, workers=2, consumers=[MOBILE])
+        node = KongNode(server.socket, config, workers=2, consumers=[MOBILE],
+                        companions=not args.classic)
+        mode = "classic mode" if args.classic else "with ace-context and ace-guard"
         print(f"kong-ace plugin server pid {server.pid}, socket {server.socket}, "
-              f"2 simulated nginx workers")
+              f"2 simulated nginx workers, {mode}")
         failures = 0
         for sample, r in replay(node):
             print(line(sample, r))

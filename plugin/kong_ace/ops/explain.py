@@ -15,11 +15,14 @@ from typing import Any
 from rich.table import Table
 from rich.text import Text
 
+from kong_ace.core.auth import Authenticator, Plan
 from kong_ace.core.catalog import Application, Catalog, consumer_refs
 from kong_ace.core.credentials import distinct, lookup, presented_keys
 from kong_ace.core.decision import Decision, Request
 from kong_ace.core.matcher import Operation
 from kong_ace.core.normalize import normalize_path
+from kong_ace.core.strategies import KeyStrategy, TokenStrategy
+from kong_ace.core.tokens import bearer, claims_shown, unverified_claims
 from kong_ace.errors import ConfigError
 from kong_ace.limits.limiter import PERIOD_NAMES
 from kong_ace.ops import keyauth
@@ -62,6 +65,14 @@ NO_LIMITS = "{what}: no rate limit"
 FRESH_COUNTERS = ("note: rate limits are counted from zero in this run; the gateway's own "
                   "counters may already be spent")
 FORWARDED = "forwarded to service '{service}'"
+STRATEGIES = "the operation accepts: {what}"
+OPEN = "open access (auth_strategy none): no application, no application limits"
+TOKEN_OK = ("access token from {iss} (strategy '{strategy}'): client id '{cid}' is "
+            "application '{app}'")
+TOKEN_SCOPE = "access token (strategy '{strategy}') lacks scope(s) {missing}"
+TOKEN_REFUSED = "access token refused: {reason}"
+NO_TOKEN = "no bearer token (Authorization: Bearer ...)"
+KEY_NOT_ACCEPTED = "an API key was presented, but this operation accepts access tokens only"
 
 
 @dataclass
@@ -134,8 +145,11 @@ def _redact_raw(raw: str) -> str:
 def secret_names(loaded: Loaded) -> tuple[set[str], set[str]]:
     """Header and query names that may carry a key (ACE's and every key-auth plugin's)."""
     cat = loaded.enforcer.catalog
-    headers = set(cat.key_header_names)
+    headers = set(cat.key_header_names) | {"authorization"}  # bearer tokens are never shown
     query = set(cat.key_names)
+    for strategy in loaded.enforcer.auth.key_strategies:
+        headers |= set(strategy.key_header_names)
+        query |= set(strategy.key_names)
     for plugin in loaded.deck.plugins:
         if plugin.name == "key-auth":
             names = keyauth.key_names(plugin)
@@ -194,7 +208,8 @@ def explain(loaded: Loaded, probe: Probe, now: float | None = None) -> Explanati
         ex.steps.append(Step("operation", OPERATION.format(id=op.id, api=op.api, method=op.method,
                                                            path=op.path), True,
                              {"operation_id": op.id, "api": op.api, "template": op.path}))
-        app = _application(cat, probe, consumer, ex, now if now is not None else time.time())
+        app = _by_strategy(loaded.enforcer.auth, op, probe, consumer, ex,
+                           now if now is not None else time.time())
         if app is not None:
             _registrations(app, op, ex)
     decision = loaded.enforcer.decide(Request(
@@ -240,8 +255,76 @@ def _key_auth(loaded: Loaded, route: Route, probe: Probe, ex: Explanation) -> An
                               ("custom_id", c.custom_id)) if v}
 
 
+def _by_strategy(auth: Authenticator, op: Operation, probe: Probe, consumer: Any,
+                 ex: Explanation, now: float) -> Application | None:
+    cat = auth.catalog
+    plan = auth.plans.get(op.uid)
+    if plan is None:  # the top-level key settings alone
+        return _application(cat, probe, consumer, ex, now)
+    ex.steps.append(Step("strategy", STRATEGIES.format(what=_strategies_text(auth, plan)), None,
+                         {"strategies": list(plan.names)}))
+    if plan.open:
+        ex.steps.append(Step("application", OPEN, True))
+        return None
+    if consumer_refs(consumer) and not cat.is_anonymous(consumer):
+        return _application(cat, probe, consumer, ex, now)
+    token, problem = bearer(probe.headers) if plan.tokens else (None, None)
+    if token is not None:
+        return _token(auth, plan, token, problem, ex)
+    if plan.keys:
+        keys = next((k for k in plan.keys if presented_keys(k, probe.headers,  # type: ignore
+                                                            probe.query).keys), plan.keys[0])
+        app = _application(cat, probe, consumer, ex, now, keys)
+        return auth.view(app, (keys.name,)) if app is not None else None
+    if any(presented_keys(k, probe.headers, probe.query).keys  # type: ignore[arg-type]
+           for k in auth.key_strategies):
+        ex.steps.append(Step("application", KEY_NOT_ACCEPTED, False))
+    elif cat.anonymous is None:
+        ex.steps.append(Step("application", NO_TOKEN, False))
+    else:
+        ex.steps.append(Step("application", NO_KEY_ANON.format(anon=cat.anonymous), None))
+        return cat.consumers.get(cat.anonymous)
+    return None
+
+
+def _strategies_text(auth: Authenticator, plan: Plan) -> str:
+    parts = []
+    for name in plan.names:
+        s = auth.config.strategies.get(name)
+        if isinstance(s, TokenStrategy):
+            parts.append(f"openid_connect '{name}' (issuer {s.issuer})")
+        elif isinstance(s, KeyStrategy):
+            parts.append(f"key_auth '{name}' ({', '.join(s.key_names)})")
+        else:
+            parts.append("none (open)")
+    return ", ".join(parts)
+
+
+def _token(auth: Authenticator, plan: Plan, token: str, problem: str | None,
+           ex: Explanation) -> Application | None:
+    out = auth.judge(plan, token, problem)
+    header, raw = unverified_claims(token) if not out.claims else ({}, dict(out.claims))
+    details: dict[str, Any] = {
+        "claims": claims_shown(raw, out.strategy), "verified": bool(out.claims),
+        "strategy": out.strategy.name if out.strategy else None, "client_id": out.client_id,
+        "reason": out.reason}
+    if header:  # the token did not verify: its header helps find out why (alg, kid)
+        details["header"] = {k: header[k] for k in ("alg", "kid", "typ") if k in header}
+    if out.app is not None and out.strategy is not None:
+        ex.steps.append(Step("application", TOKEN_OK.format(
+            iss=raw.get("iss"), strategy=out.strategy.name, cid=out.client_id, app=out.app.id),
+            True, {**details, "application": out.app.id}))
+        return auth.view(out.app, (out.strategy.name,))
+    if out.missing_scopes and out.strategy is not None:
+        text = TOKEN_SCOPE.format(strategy=out.strategy.name, missing=list(out.missing_scopes))
+    else:
+        text = TOKEN_REFUSED.format(reason=out.reason)
+    ex.steps.append(Step("application", text, False, details))
+    return None
+
+
 def _application(cat: Catalog, probe: Probe, consumer: Any, ex: Explanation,
-                 now: float) -> Application | None:
+                 now: float, keys: KeyStrategy | None = None) -> Application | None:
     refs = consumer_refs(consumer)
     if refs and not cat.is_anonymous(consumer):
         app = cat.application_for(consumer)
@@ -253,7 +336,8 @@ def _application(cat: Catalog, probe: Probe, consumer: Any, ex: Explanation,
         if cat.anonymous is not None:
             ex.steps.append(Step("application", CONSUMER_NOT_APP.format(consumer=refs[0]), None))
             return None
-    presented = presented_keys(cat, probe.headers, probe.query)
+    ks: Any = keys if keys is not None else cat  # a key strategy reads like the catalog's keys
+    presented = presented_keys(ks, probe.headers, probe.query)
     where = ", ".join([f"header '{h}'" for h in presented.header_names]
                       + [f"query '{q}'" for q in presented.query_names])
     if not presented.keys:
@@ -261,8 +345,8 @@ def _application(cat: Catalog, probe: Probe, consumer: Any, ex: Explanation,
             ex.steps.append(Step("application", NO_KEY_ANON.format(anon=cat.anonymous), None))
             return cat.consumers.get(cat.anonymous)
         ex.steps.append(Step("application", NO_KEY.format(
-            headers=", ".join(cat.key_header_names) if cat.key_in_header else "-",
-            query=", ".join(cat.key_names) if cat.key_in_query else "-"), False))
+            headers=", ".join(ks.key_header_names) if ks.key_in_header else "-",
+            query=", ".join(ks.key_names) if ks.key_in_query else "-"), False))
         return None
     if distinct(presented.keys):
         ex.steps.append(Step("application", TWO_KEYS.format(where=where), False))
@@ -371,6 +455,11 @@ def render(out: Output, ex: Explanation) -> None:
         mark, style = marks[s.ok]
         table.add_row(str(i), s.name, Text(mark, style=style), Text(s.outcome))
     c.print(table)
+    for s in ex.steps:
+        if s.details.get("claims") is not None:  # the claims used, never the token
+            label = "token claims" if s.details.get("verified") else "token claims (unverified)"
+            shown = ", ".join(f"{k}={v}" for k, v in s.details["claims"].items()) or "-"
+            c.print(f"{label}: {shown}", markup=False)
     if any(s.name == "limits" for s in ex.steps):
         c.print(FRESH_COUNTERS, style="dim", markup=False)
     if ex.allowed:

@@ -111,13 +111,15 @@ class Workers:
     latencies would measure the harness, not the server.
     """
 
-    def __init__(self, socket: str, config: dict[str, Any], count: int) -> None:
+    def __init__(self, socket: str, config: dict[str, Any], count: int, *,
+                 companions: bool = False) -> None:
         ctx = mp.get_context("fork")
         self.pipes = []
         self.procs = []
         for _ in range(count):
             parent, child = ctx.Pipe()
-            proc = ctx.Process(target=_worker, args=(child, socket, config), daemon=True)
+            proc = ctx.Process(target=_worker, args=(child, socket, config, companions),
+                               daemon=True)
             proc.start()
             self.pipes.append(parent)
             self.procs.append(proc)
@@ -152,8 +154,9 @@ class Workers:
                 proc.terminate()
 
 
-def _worker(pipe: Any, socket: str, config: dict[str, Any]) -> None:
-    node = KongNode(socket, config, workers=1)
+def _worker(pipe: Any, socket: str, config: dict[str, Any], companions: bool = False) -> None:
+    # companions: the worker also plays ace-context and ace-guard (Kong's side, not measured).
+    node = KongNode(socket, config, workers=1, companions=companions)
     clock, send = time.perf_counter, node.request
     while True:
         job = pipe.recv()

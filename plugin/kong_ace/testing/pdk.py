@@ -13,6 +13,7 @@ from typing import Any
 from urllib.parse import unquote_to_bytes
 
 from kong_ace.core.normalize import normalize_path
+from kong_ace.gateway.request_line import kong_escape
 
 # mp_rpc.lua get_step_method: by_pdk_method
 STEP_METHODS = {
@@ -112,12 +113,15 @@ class KongPDK:
         self.request_uri = req.path
         self.upstream_headers = _lower_headers(req.headers)  # ngx.req.set_header edits these
         self.upstream_query = raw_query
+        self.upstream_path: str | None = None  # set by kong.service.request.set_path
         self.response_headers: dict[str, Any] = {}
         self.authenticated: tuple[Any, Any] | None = (
             (req.consumer, req.credential) if req.consumer or req.credential else None)
         self.exit: tuple[int, Any, dict[str, Any]] | None = None
         self.logs: list[tuple[str, str]] = []
         self.shared: dict[str, Any] = {}
+        self.ctx: dict[str, Any] = {}  # ngx.ctx: what the Lua companions and get/set_ctx share
+        self.serialized: dict[str, Any] = {}  # kong.log.set_serialize_value
         self.calls: list[str] = []
 
     # --- dispatch -------------------------------------------------------------------------
@@ -164,11 +168,15 @@ class KongPDK:
             "kong.service.request.set_headers": self.set_upstream,
             "kong.service.request.clear_header": lambda n: self.set_upstream({n: []}),
             "kong.service.request.set_raw_query": self.set_raw_query,
+            "kong.service.request.set_path": self.set_path,
             "kong.response.set_header": lambda n, v: self.set_response({n: v}),
             "kong.response.set_headers": self.set_response,
             "kong.response.exit": self.do_exit,
             "kong.response.error": lambda status, msg=None, headers=None: self.do_exit(
                 status, {"message": msg or "An unexpected error occurred"}, headers),
+            "kong.nginx.get_ctx": lambda k: self.ctx.get(k),
+            "kong.nginx.set_ctx": lambda k, v: self.ctx.__setitem__(k, v),
+            "kong.log.set_serialize_value": lambda k, v, *_: self.serialized.__setitem__(k, v),
             "kong.ctx.shared.get": lambda k: self.shared.get(k),
             "kong.ctx.shared.set": lambda k, v: self.shared.__setitem__(k, v),
         }
@@ -186,7 +194,10 @@ class KongPDK:
             "request_uri": self.request_uri,
             "request_method": self.req.method,
             "args": self.raw_query or None,
+            # handler.lua: escape(the router's upstream uri); routes here never rewrite it
+            "upstream_uri": kong_escape(normalize_path(self.raw_path)),
             "host": self.req.host.lower().split(":")[0],
+            "http_host": self.get_header("host") or self.req.host,
             "scheme": "http",
         }.get(name)
 
@@ -249,6 +260,14 @@ class KongPDK:
         if not isinstance(query, str):
             raise LuaError("query must be a string")
         self.upstream_query = query
+
+    def set_path(self, path: str) -> None:
+        """kong.service.request.set_path: ngx.var.upstream_uri = escape(path)."""
+        if not isinstance(path, str):
+            raise LuaError("path must be a string")
+        if not path.startswith("/"):
+            raise LuaError("path must start with /")
+        self.upstream_path = kong_escape(path)
 
     def set_response(self, headers: dict[str, Any]) -> None:
         """kong.response.set_headers."""

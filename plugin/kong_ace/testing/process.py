@@ -9,9 +9,14 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 from typing import Any
+
+# process.lua pluginserver_timer: a dead server is respawned, never sooner than 1 s after the
+# previous start (next_spawn = ngx.now() + 1).
+RESPAWN_INTERVAL = 1.0
 
 
 def server_command() -> list[str]:
@@ -34,7 +39,7 @@ class PluginServerProcess:
     """A plugin server process listening on ``<tmpdir>/<socket_name>``; a context manager."""
 
     def __init__(self, command: list[str] | None = None, *, args: tuple[str, ...] = (),
-                 socket_name: str = "ace.sock", env: dict[str, str] | None = None,
+                 socket_name: str = "ace.socket", env: dict[str, str] | None = None,
                  cwd: str | None = None, prefix: str | None = None) -> None:
         self._tmp = tempfile.TemporaryDirectory(prefix="kong-ace-")
         self.prefix = prefix or self._tmp.name  # share a prefix to play a reload
@@ -46,13 +51,17 @@ class PluginServerProcess:
         self._cwd = cwd
         self.proc: subprocess.Popen[bytes] | None = None
 
+    def _spawn(self, mode: str = "wb") -> subprocess.Popen[bytes]:
+        log = open(self.log_path, mode)  # noqa: SIM115 - owned by the child process
+        proc = subprocess.Popen(self.command, stdout=log, stderr=subprocess.STDOUT,
+                                env=self._env, cwd=self._cwd)
+        log.close()
+        return proc
+
     def start(self, timeout: float = 30.0) -> PluginServerProcess:
         """Spawn the server and wait (bounded) until its socket accepts connections."""
-        log = open(self.log_path, "wb")  # noqa: SIM115 - owned by the child process
-        self.proc = subprocess.Popen(self.command, stdout=log, stderr=subprocess.STDOUT,
-                                     env=self._env, cwd=self._cwd)
-        log.close()
         previous = _identity(self.socket)  # a predecessor's socket does not count
+        self.proc = self._spawn()
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
@@ -98,6 +107,48 @@ class PluginServerProcess:
 
     def __exit__(self, *_: Any) -> None:
         self.stop()
+
+
+class KongManagedServer(PluginServerProcess):
+    """A server Kong starts itself (``pluginserver_<name>_start_cmd``), respawned as Kong does.
+
+    When the process dies, a new one is spawned at once, but never sooner than
+    RESPAWN_INTERVAL after the previous start; ``starts`` records each start (monotonic).
+    """
+
+    def __init__(self, *args: Any, **kw: Any) -> None:
+        super().__init__(*args, **kw)
+        self.starts: list[float] = []
+        self._stopping = threading.Event()
+        self._monitor: threading.Thread | None = None
+
+    def start(self, timeout: float = 30.0) -> KongManagedServer:
+        """Start the first process, then keep respawning it until stop()."""
+        self.starts.append(time.monotonic())
+        super().start(timeout)
+        self._monitor = threading.Thread(target=self._respawn, daemon=True)
+        self._monitor.start()
+        return self
+
+    def _respawn(self) -> None:
+        while not self._stopping.is_set():
+            proc = self.proc
+            assert proc is not None
+            proc.wait()
+            if self._stopping.is_set():
+                return
+            wait = self.starts[-1] + RESPAWN_INTERVAL - time.monotonic()
+            if wait > 0 and self._stopping.wait(wait):
+                return
+            self.starts.append(time.monotonic())
+            self.proc = self._spawn("ab")
+
+    def stop(self) -> None:
+        """Stop respawning, then stop the current process."""
+        self._stopping.set()
+        super().stop()
+        if self._monitor is not None:
+            self._monitor.join(timeout=10)
 
 
 def _identity(path: str) -> tuple[int, int, int] | None:

@@ -2,15 +2,81 @@
 
 Covers what our schema uses: record/array/set/map/string/number/integer/boolean, required,
 default (filled in as Kong's process_auto_fields does), one_of, between, len_min, len_max,
-starts_with; an undeclared field is an error, as in Kong.
+starts_with; an undeclared field is an error, as in Kong. ``process`` gives the config as Kong
+hands it to StartInstance.
 """
 
 from __future__ import annotations
 
 import copy
+import os
+from collections.abc import Callable
 from typing import Any
 
 Errors = dict[str, str]
+Resolver = Callable[[str], str]
+
+VAULT_PREFIX = "{vault://"
+
+
+def is_reference(value: Any) -> bool:
+    """kong/pdk/vault.lua is_reference: a ``{vault://...}`` string."""
+    return isinstance(value, str) and value.startswith(VAULT_PREFIX) and value.endswith("}")
+
+
+def env_vault(env: dict[str, str] | None = None) -> Resolver:
+    """Kong's `env` vault (kong/vaults/env): ``{vault://env/redis-pass}`` reads REDIS_PASS."""
+    source = os.environ if env is None else env
+
+    def resolve(reference: str) -> str:
+        vault, _, resource = reference[len(VAULT_PREFIX):-1].partition("/")
+        if vault != "env":
+            raise ValueError(f"only the env vault is played by the harness: {reference}")
+        name = resource.split("/", 1)[0].replace("-", "_").upper()
+        return source.get(name, "")  # Kong logs a failed resolution and leaves the value empty
+
+    return resolve
+
+
+def process(value: Any, schema: dict[str, Any],
+            resolve: Resolver | None = None) -> tuple[Any, Errors]:
+    """The config Kong sends StartInstance (process_auto_fields, "select" context).
+
+    Defaults filled, required records built, unset fields absent rather than null, and each
+    record holding a vault reference in a ``referenceable`` field gets the resolved value plus
+    a ``"$refs"`` map naming the reference. Undeclared fields are kept (Kong would refuse the
+    config; the errors say so) so tests can still send them.
+    """
+    filled, errors = validate(value, schema)
+    return _processed(filled, schema, resolve or env_vault()), errors
+
+
+def _processed(value: Any, schema: dict[str, Any], resolve: Resolver) -> Any:
+    kind = schema.get("type")
+    if kind == "record" and isinstance(value, dict):
+        declared = {name: sub for entry in schema.get("fields", [])
+                    for name, sub in entry.items()}
+        out: dict[str, Any] = {}
+        refs: dict[str, Any] = {}
+        for name, v in value.items():
+            sub = declared.get(name)
+            if v is None:
+                continue  # null in select context without `nulls`: absent
+            if sub is None:
+                out[name] = v
+                continue
+            if sub.get("type") == "string" and sub.get("referenceable") and is_reference(v):
+                refs[name] = v
+                v = resolve(v)
+            out[name] = _processed(v, sub, resolve)
+        if refs:
+            out["$refs"] = refs
+        return out
+    if kind in ("array", "set") and isinstance(value, list):
+        return [_processed(v, schema["elements"], resolve) for v in value]
+    if kind == "map" and isinstance(value, dict):
+        return {k: _processed(v, schema["values"], resolve) for k, v in value.items()}
+    return value
 
 
 def validate(value: Any, schema: dict[str, Any]) -> tuple[Any, Errors]:
@@ -57,6 +123,7 @@ def _record(value: Any, schema: dict[str, Any], place: str, errors: Errors) -> A
     for name in value:
         if name not in declared:
             errors[f"{place}.{name}"] = "unknown field"
+            out[name] = value[name]  # kept for callers that send it anyway (process)
     for name, sub in declared.items():
         out[name] = _field(value.get(name), sub, f"{place}.{name}", errors)
     return out

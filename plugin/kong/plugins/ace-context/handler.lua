@@ -1,0 +1,76 @@
+-- ace-context (priority 956: after every auth plugin, right before `ace` at 955).
+--
+-- Gathers, in Lua and without any round trip to the plugin server, everything ACE decides on
+-- into one ngx.ctx table (SPEC §9). The Python plugin reads it with one kong.nginx.get_ctx and
+-- answers with one kong.nginx.set_ctx; ace-guard (954) applies that verdict. This file moves
+-- data only: every decision is ACE's.
+
+local ngx = ngx
+local kong = kong
+local type = type
+
+local REQUEST_KEY = "kong_ace_request"
+local VERDICT_KEY = "kong_ace_verdict"
+
+-- Headers read per request. kong.request.get_headers() stops at 100 (lua_max_req_headers); 1000
+-- is the most kong/pdk/request.lua get_headers accepts. More than that sets headers_truncated,
+-- and ACE decides knowing it did not see them all.
+local MAX_HEADERS = 1000
+
+local function first(value)
+  if type(value) == "table" then
+    return value[1]
+  end
+  return value
+end
+
+local function ids(entity)
+  if type(entity) ~= "table" then
+    return nil
+  end
+  return { id = entity.id, name = entity.name }
+end
+
+local AceContext = {
+  VERSION = "0.1.0",
+  PRIORITY = 956,
+}
+
+function AceContext:access(conf)
+  local ctx = ngx.ctx
+  ctx[VERDICT_KEY] = nil -- only a verdict written for this request may ever be applied
+
+  -- ngx.req.get_headers: lower-cased names, a string or a list of strings per name, and
+  -- "truncated" as second value when there were more than MAX_HEADERS.
+  local headers, err = ngx.req.get_headers(MAX_HEADERS)
+
+  -- kong/pdk/client.lua: auth plugins store the consumer and the credential in
+  -- ngx.ctx.authenticated_consumer / authenticated_credential (kong.client.authenticate).
+  local consumer = kong.client.get_consumer()
+  local credential = kong.client.get_credential()
+  local caller
+  local anonymous = false
+  if type(consumer) == "table" then
+    caller = { id = consumer.id, username = consumer.username, custom_id = consumer.custom_id }
+    -- kong/plugins/key-auth/handler.lua set_consumer: an anonymous consumer is authenticated
+    -- without a credential and marked with the X-Anonymous-Consumer: true request header.
+    anonymous = credential == nil or first(headers["x-anonymous-consumer"]) == "true"
+  end
+
+  ctx[REQUEST_KEY] = {
+    method = kong.request.get_method(),
+    target = ngx.var.request_uri,          -- the raw request target, query included
+    path = kong.request.get_path(),        -- Kong's normalised path (kong/tools/uri.lua)
+    host = ngx.var.http_host,              -- the Host header, which Kong's router matches
+    authority = ngx.var.host,              -- nginx $host: an absolute-form host wins
+    headers = headers,
+    headers_truncated = err == "truncated",
+    consumer = caller,
+    credential = credential ~= nil,
+    anonymous = anonymous,
+    route = ids(kong.router.get_route()),
+    service = ids(kong.router.get_service()),
+  }
+end
+
+return AceContext

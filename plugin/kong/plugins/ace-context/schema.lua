@@ -1,0 +1,7 @@
+-- ace-context: no settings. Enable it globally, with `ace` and `ace-guard` (README, "Modes").
+return {
+  name = "ace-context",
+  fields = {
+    { config = { type = "record", fields = {} } },
+  },
+}

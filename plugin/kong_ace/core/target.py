@@ -1,0 +1,220 @@
+"""Request confusion (SPEC §8): the readings an upstream may make of a request, screened first.
+
+Kong matches and forwards its normalised path, but the upstream reads the request again: a
+WSGI/ASGI server percent-decodes ``%2F`` into a separator, Tomcat/Jetty drop ``;`` path
+parameters, most servers cut the path at a raw ``#``, and method-override middleware runs the
+method a header or ``_method`` names. ``screen`` refuses what cannot be made safe, rewrites what
+an option says to rewrite, and names the headers and query arguments to strip; the Enforcer then
+matches the path it returns (and the percent-decoded ``alternate``, which must reach the same
+operation).
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from kong_ace.core.normalize import decode_all, normalize_path
+
+# 400 messages (Kong-style bodies {"message": ...}).
+FRAGMENT = "fragment in request target"
+ESCAPED_SLASH = "escaped slash in request path"
+PATH_PARAMETERS = "path parameters (';') in request path"
+AMBIGUOUS_PATH = "ambiguous request path"
+HOST_MISMATCH = "request-line host and Host header differ"
+METHOD_OVERRIDE = "method override not allowed"
+TOO_MANY_HEADERS = "too many request headers"
+
+ESCAPED_SLASH_ACTIONS = ("reject", "unescape", "keep")
+METHOD_OVERRIDE_ACTIONS = ("strip", "reject", "follow")
+
+# Every spelling counts: Kong runs with underscores_in_headers on, and CGI-style servers (WSGI,
+# Rack, PHP) read X_HTTP_Method_Override as X-HTTP-Method-Override.
+OVERRIDE_HEADERS = frozenset({"x-http-method-override", "x-http-method", "x-method-override"})
+OVERRIDE_QUERY = "_method"
+ACE_PREFIX = "x-ace-"
+ACE_NAMES = ("X-ACE-Operation-ID", "X-ACE-Application-ID", "X-ACE-Package", "X-ACE-API")
+# What Kong's auth plugins set for the consumer they authenticated (kong/constants.lua HEADERS).
+CONSUMER_HEADERS = frozenset({"x-consumer-id", "x-consumer-custom-id", "x-consumer-username",
+                              "x-credential-identifier", "x-anonymous-consumer"})
+ANONYMOUS_HEADER = "x-anonymous-consumer"
+_X = frozenset({"x-", "x_"})
+
+
+def spellings(name: str) -> tuple[str, ...]:
+    """Every '-'/'_' spelling of a header name (nginx matches case-insensitively, not '_')."""
+    parts = name.lower().split("-")
+    out = []
+    for seps in itertools.product("-_", repeat=len(parts) - 1):
+        out.append(parts[0] + "".join(s + p for s, p in zip(seps, parts[1:], strict=True)))
+    return tuple(out)
+
+
+# Cleared blindly when Kong read only the first 100 headers of a request that passes through.
+BLIND_ACE = tuple(s for n in ACE_NAMES for s in spellings(n))
+
+
+
+@dataclass(slots=True)
+class Screened:
+    """What to decide on, and what to strip, once the upstream's readings are accounted for."""
+
+    refusal: str | None = None  # a 400 message
+    method: str = ""
+    path: str = ""  # Kong's normalised path (decoded when escaped slashes are unescaped)
+    alternate: str | None = None  # the percent-decoded reading, when it differs from ``path``
+    upstream_path: str | None = None  # the path to forward instead of Kong's
+    concerned: bool = False  # some reading lies under an API
+    ace_headers: tuple[str, ...] = ()  # client spellings of X-ACE-* (always cleared)
+    consumer_headers: tuple[str, ...] = ()  # client spellings of Kong's consumer headers
+    strip_headers: tuple[str, ...] = ()  # method-override headers to strip
+    strip_query: tuple[str, ...] = ()  # query arguments to strip
+    anonymous: bool = False  # X-Anonymous-Consumer: true (another plugin's anonymous consumer)
+
+
+@dataclass(frozen=True, slots=True)
+class Policy:
+    """The compiled options and API prefixes that screening needs."""
+
+    escaped_slashes: str = "reject"
+    method_override: str = "strip"
+    base_paths: tuple[str, ...] = ()  # lower-cased, normalised, no trailing slash; "" = root
+
+    def under_api(self, path: str) -> bool:
+        """Whether ``path`` lies under some API's base path (compared case-insensitively)."""
+        low = path.lower()
+        for base in self.base_paths:
+            if not base or low == base or low.startswith(base + "/"):
+                return True
+        return False
+
+
+def screen(policy: Policy, req: Any, headers: Mapping[str, Any]) -> Screened:
+    """Refuse, rewrite or strip what an upstream would read differently (``headers``: lower)."""
+    s = Screened(method=req.method)
+    target = req.target
+    if type(target) is not str:  # noqa: E721 - exact type checks: this runs on every request
+        target = req.path
+    if type(target) is str and "#" in target:  # noqa: E721
+        s.refusal = FRAGMENT  # RFC 9112: a request target has no fragment
+        return s
+    if (req.authority is not None and isinstance(req.authority, str)
+            and isinstance(req.host, str)  # an empty Host header differs too
+            and host_key(req.authority) != host_key(req.host)):
+        s.refusal = HOST_MISMATCH  # Kong's router reads the Host header, nginx's $host not
+        return s
+    path = normalize_path(req.path) if type(req.path) is str else ""  # noqa: E721
+    s.path = path
+    overrides: list[str] = []
+    ace: list[str] = []
+    consumer: list[str] = []
+    # Every name the screen cares about starts with x- or x_: one comprehension filters them.
+    try:
+        names = [n for n in headers if n[:2] in _X]
+    except TypeError:  # a name that cannot be sliced: the careful way
+        names = [n for n in headers if isinstance(n, str) and n[:2] in _X]
+    for name in names:  # only str names: a bytes slice b"x-" is never in _X
+        canon = name.replace("_", "-")
+        if canon.startswith(ACE_PREFIX):
+            ace.append(name)
+        elif canon in CONSUMER_HEADERS:
+            consumer.append(name)
+            if canon == ANONYMOUS_HEADER and _is_true(headers[name]):
+                s.anonymous = True
+        elif canon in OVERRIDE_HEADERS:
+            overrides.append(name)
+    s.ace_headers = tuple(ace)
+    s.consumer_headers = tuple(consumer)
+    query = req.query
+    if type(query) is not dict and not isinstance(query, Mapping):  # noqa: E721
+        query = {}
+    in_query = OVERRIDE_QUERY in query
+    truncated = bool(req.headers_truncated)
+    if not overrides and not in_query and not truncated and not (
+            "%" in path or ";" in path or "\\" in path):
+        return s  # the usual request: one reading
+    policy_under = policy.under_api
+    if "%2F" in path or "\\" in path:
+        # Kong keeps %2F (and forwards %5C, which it decodes to '\'); decoders split on them.
+        unescaped = normalize_path(path.replace("%2F", "/").replace("\\", "/"))
+        if policy_under(path) or policy_under(unescaped):
+            if policy.escaped_slashes == "reject":
+                s.refusal = ESCAPED_SLASH
+                return s
+            if policy.escaped_slashes == "unescape":
+                path = s.path = s.upstream_path = unescaped
+    # Tomcat/Jetty route on the path without ';' parameters (Undertow after decoding).
+    if ("%3B" in path or ";" in path) and (
+            policy_under(path) or policy_under(strip_parameters(path))
+            or policy_under(strip_parameters(path.replace("%3B", ";")))):
+        s.refusal = PATH_PARAMETERS
+        return s
+    if "%" in path:
+        decoded = percent_decode(path)
+        if decoded != path:
+            s.alternate = decoded
+    s.concerned = policy_under(path) or (s.alternate is not None and policy_under(s.alternate))
+    if truncated:
+        if s.concerned:
+            s.refusal = TOO_MANY_HEADERS  # a key, a forged header or an override may be unseen
+            return s
+        s.ace_headers = tuple(dict.fromkeys(s.ace_headers + BLIND_ACE))
+    if (overrides or in_query) and s.concerned:
+        _overrides(policy, s, headers, overrides, query if in_query else None)
+    return s
+
+
+def _overrides(policy: Policy, s: Screened, headers: Mapping[str, Any], names: list[str],
+               query: Mapping[str, Any] | None) -> None:
+    action = policy.method_override
+    if action == "reject":
+        s.refusal = METHOD_OVERRIDE
+        return
+    if action == "follow" and s.method == "POST":
+        # Frameworks honour an override on POST only (Rails, Laravel, Symfony, express, ASP.NET).
+        wanted = {v.upper() for n in names for v in _strings(headers[n])}
+        if query is not None:
+            wanted |= {v.upper() for v in _strings(query[OVERRIDE_QUERY])}
+        if len(wanted) > 1:
+            s.refusal = METHOD_OVERRIDE  # two overrides that disagree: no single reading
+        elif wanted:
+            s.method = wanted.pop()
+        return
+    s.strip_headers = tuple(names)
+    s.strip_query = (OVERRIDE_QUERY,) if query is not None else ()
+
+
+def _strings(value: Any) -> list[str]:
+    if isinstance(value, str):
+        return [value]
+    if isinstance(value, (list, tuple)):
+        return [v for v in value if isinstance(v, str)]
+    return []
+
+
+def _is_true(value: Any) -> bool:
+    return any(v.strip().lower() == "true" for v in _strings(value))
+
+
+def host_key(host: str) -> str:
+    """A host as routers compare it: lower case, no port, no trailing dot."""
+    host = host.strip().lower()
+    if "@" in host:
+        host = host.rsplit("@", 1)[1]
+    if host.startswith("["):
+        host = host[: host.find("]") + 1]
+    elif host.count(":") == 1:
+        host = host.split(":", 1)[0]
+    return host[:-1] if host.endswith(".") else host
+
+
+def strip_parameters(path: str) -> str:
+    """The path as Tomcat/Jetty route it: every ``;...`` cut from each segment."""
+    return "/".join(seg.partition(";")[0] for seg in path.split("/"))
+
+
+def percent_decode(path: str) -> str:
+    """A normalised path decoded once, as a WSGI/ASGI server does; ``%2F`` stays (see screen)."""
+    return decode_all(path, keep_slash=True)
