@@ -157,6 +157,7 @@ def test_no_refused_request_reaches_the_upstream_in_companion_mode(fault: str,
         results = load(node, per, chaos)
         after = [node.request(ALLOWED, worker=w) for w in range(workers)]
         log = server.current.log
+        stopped_logs = [s.log for s in server.old]
     finally:
         node.close()
         server.stop()
@@ -165,7 +166,10 @@ def test_no_refused_request_reaches_the_upstream_in_companion_mode(fault: str,
     failed = [r for r in results if r.errors]
     print(f"\n{fault} ({mode}): {len(results)} refused-by-ACE requests, {len(leaked)} reached "
           f"the upstream, {len(failed)} hit an RPC failure; statuses {dict(statuses)}")
-    assert failed, "the fault was not felt"  # the test would prove nothing otherwise
+    # The test would prove nothing if the fault went unnoticed. A SIGTERMed server drains
+    # (SPEC §10 lifecycle): it may answer every event in flight, and then nothing fails.
+    drained = any("stopping: no event in flight" in text for text in stopped_logs)
+    assert failed or (fault != "sigkill_twice" and drained), "the fault was not felt"
     assert all(r.status == 200 for r in after), [(r.status, r.errors) for r in after]
     assert "Traceback" not in log
     if mode == "companion":
@@ -176,7 +180,8 @@ def test_no_refused_request_reaches_the_upstream_in_companion_mode(fault: str,
         for r in failed:
             assert ((r.status, r.body) in ((503, UNAVAILABLE), (500, UNEXPECTED))
                     or "kong.nginx.set_ctx" in r.pdk_calls), (r.status, r.pdk_calls, r.errors)
-        assert statuses[503] > 0
+        if fault == "sigkill_twice":
+            assert statuses[503] > 0  # a dead server: only ace-guard's answer stands
     else:
         # Classic mode is Kong's own fail-open: what leaked is exactly what met an RPC failure.
         assert all(r.errors for r in leaked)

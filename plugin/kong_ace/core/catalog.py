@@ -15,7 +15,8 @@ from kong_ace.core.normalize import normalize_path
 from kong_ace.core.spec import Spec, clean_base_path, compile_spec, load_spec_file, parse_document
 from kong_ace.core.target import ESCAPED_SLASH_ACTIONS, METHOD_OVERRIDE_ACTIONS, Policy
 from kong_ace.errors import ConfigError
-from kong_ace.limits.limiter import PERIODS, Limit
+from kong_ace.limits.limiter import HEADER_STYLES, PERIODS, Limit
+from kong_ace.limits.redis_settings import RedisSettings
 
 MATCH_POLICIES = ("if_present", "required")
 COMPANION_MODES = ("optional", "required")  # are the Lua companions (ace-context/-guard) required
@@ -49,11 +50,13 @@ APP_FIELDS = frozenset({"id", "name", "consumer", "credentials", "registrations"
 CREDENTIAL_FIELDS = frozenset({"key_hash", "status", "expires_at"})
 REGISTRATION_FIELDS = frozenset({"package", "api", "status"})
 RATE_LIMITING_FIELDS = frozenset(
-    {"sync_rate", "redis", "fault_tolerant", "hide_client_headers", "window_type"}
+    {"sync_rate", "redis", "fault_tolerant", "hide_client_headers", "window_type", "headers"}
 )
 REDIS_FIELDS = frozenset(
     {"host", "port", "database", "username", "password", "ssl", "ssl_verify", "server_name",
-     "timeout"}
+     "timeout", "connect_timeout", "send_timeout", "read_timeout", "keepalive_pool_size",
+     "cluster_nodes", "cluster_max_redirections", "sentinel_master", "sentinel_nodes",
+     "sentinel_role", "sentinel_username", "sentinel_password"}
 )
 # Kong adds `$`-prefixed keys inside any record (kong/db/schema/init.lua process_auto_fields
 # puts a "$refs" map of vault references next to the fields it resolved): never ACE's fields.
@@ -601,8 +604,13 @@ def _compile_rate_limiting(rl: Mapping[str, Any]) -> None:
             raise ConfigError(f"{place}.sync_rate", f"must be 0 or at least {MIN_SYNC_RATE}")
         if rl.get("redis") is None:
             raise ConfigError(f"{place}.redis", "is required when sync_rate is set")
+    _choice(rl, "headers", HEADER_STYLES, place, "kong")
     if rl.get("redis") is not None:
-        _no_unknown(_record(rl, "redis", place), REDIS_FIELDS, f"{place}.redis")
+        redis = _record(rl, "redis", place)
+        _no_unknown(redis, REDIS_FIELDS, f"{place}.redis")
+        if sync is not None:
+            # Types, ranges and topology (Cluster xor Sentinel xor one host), naming the field.
+            RedisSettings.from_config(dict(redis), f"{place}.redis")
 
 
 # --- field readers ----------------------------------------------------------------------------

@@ -132,6 +132,37 @@ REDIS = _record(
     ("ssl_verify", {"type": "boolean", "default": False}),
     ("server_name", _string()),
     ("timeout", {"type": "integer", "default": 2000, "between": [0, 2**31 - 1]}),
+    # Kong ACE's fields. The three timeouts have no default here on purpose: unset, each takes
+    # `timeout` (itself 2000 ms by default), so an older config's `timeout` keeps working.
+    ("connect_timeout", {"type": "integer", "between": [0, 2**31 - 2]}),
+    ("send_timeout", {"type": "integer", "between": [0, 2**31 - 2]}),
+    ("read_timeout", {"type": "integer", "between": [0, 2**31 - 2]}),
+    ("keepalive_pool_size", {"type": "integer", "default": 256, "between": [1, 2**31 - 2]}),
+    (
+        "cluster_nodes",
+        _array(
+            _record(
+                ("ip", _string(required=True, default="127.0.0.1")),
+                ("port", {"type": "integer", "default": 6379, "between": [0, 65535]}),
+            ),
+            len_min=1,
+        ),
+    ),
+    ("cluster_max_redirections", {"type": "integer", "default": 5}),
+    ("sentinel_master", _string()),
+    (
+        "sentinel_nodes",
+        _array(
+            _record(
+                ("host", _string(required=True, default="127.0.0.1")),
+                ("port", {"type": "integer", "default": 6379, "between": [0, 65535]}),
+            ),
+            len_min=1,
+        ),
+    ),
+    ("sentinel_role", _string(default="master", one_of=["master", "slave", "any"])),
+    ("sentinel_username", _string(referenceable=True)),
+    ("sentinel_password", _string(referenceable=True, encrypted=True)),
 )
 
 RATE_LIMITING = _record(
@@ -140,6 +171,7 @@ RATE_LIMITING = _record(
     ("fault_tolerant", {"type": "boolean", "required": True, "default": True}),
     ("hide_client_headers", {"type": "boolean", "required": True, "default": False}),
     ("window_type", _string(required=True, default="sliding", one_of=["fixed", "sliding"])),
+    ("headers", _string(required=True, default="kong", one_of=["kong", "ietf", "both"])),
     required=True,
 )
 

@@ -9,6 +9,8 @@ from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
 from kong_ace.errors import ConfigError
+from kong_ace.limits.breaker import CircuitBreaker
+from kong_ace.limits.redis_settings import RedisSettings
 from kong_ace.limits.storage.base import Storage, StorageUnavailable
 from kong_ace.limits.storage.memory import MemoryStorage
 from kong_ace.limits.windows import FixedWindow, SlidingWindow
@@ -28,6 +30,9 @@ __all__ = [
 PERIODS = {"second": 1, "minute": 60, "hour": 3600, "day": 86400}
 PERIOD_NAMES = {1: "Second", 60: "Minute", 3600: "Hour", 86400: "Day"}
 MIN_SYNC_RATE = 0.02
+# rate_limiting.headers: Kong's (RateLimit-Limit/-Remaining/-Reset, X-RateLimit-*), the IETF
+# draft's structured fields (draft-ietf-httpapi-ratelimit-headers-11), or both.
+HEADER_STYLES = ("kong", "ietf", "both")
 
 
 class Limit(NamedTuple):
@@ -49,7 +54,7 @@ class RateResult:
 class _Plan:
     """Per limits tuple, computed once: windows by decreasing period and their header names."""
 
-    __slots__ = ("pairs", "names")
+    __slots__ = ("pairs", "names", "policy", "items")
 
     def __init__(self, limits: Sequence[Limit]) -> None:
         strictest: dict[int, int] = {}
@@ -66,6 +71,14 @@ class _Plan:
             )
             for p, lim in self.pairs
         )
+        # draft-ietf-httpapi-ratelimit-headers-11 §3: a List of Items whose value is a String
+        # naming the policy, with q (quota) and w (window seconds); serialised as RFC 8941 §4.1.1
+        # does (members joined by ", "). One policy per window, named after its period.
+        names = [PERIOD_NAMES.get(p, f"{p}s").lower() for p, _ in self.pairs]
+        self.policy = ", ".join(
+            f'"{name}";q={lim};w={p}' for name, (p, lim) in zip(names, self.pairs, strict=True)
+        )
+        self.items = tuple(f'"{name}";r=' for name in names)  # §4: the RateLimit members
 
 
 class Limiter:
@@ -78,11 +91,14 @@ class Limiter:
         clock: Callable[[], float] = time.time,
         *,
         hide_client_headers: bool = False,
+        headers: str = "kong",
     ) -> None:
         self.storage = storage
         self.window = window
         self.clock = clock
         self.hide_client_headers = hide_client_headers
+        self.kong_headers = headers in ("kong", "both")
+        self.ietf_headers = headers in ("ietf", "both")
         self._plans: dict[tuple[Limit, ...], _Plan] = {}
 
     def consume(self, key: str, limits: Sequence[Limit]) -> RateResult:
@@ -98,37 +114,67 @@ class Limiter:
         allowed, counts = self.storage.acquire(key, windows, now)
 
         retry_after = None
+        denied_by: list[int] = []  # per window: seconds until it admits again, 0 if it does
         if not allowed:
             wait = 0.0
             for w, (cur, prev) in zip(windows, counts, strict=True):
                 if cur + prev * w[3] + 1 > w[1]:
-                    wait = max(wait, self.window.retry_after(w, cur, prev, now))
+                    here = self.window.retry_after(w, cur, prev, now)
+                    denied_by.append(max(1, math.ceil(here)))
+                    wait = max(wait, here)
+                else:
+                    denied_by.append(0)
             retry_after = max(1, math.ceil(wait))
         if self.hide_client_headers:
             return RateResult(allowed, {}, retry_after)
 
         charged = 1 if allowed else 0  # a denied request is not counted
         headers: dict[str, str] = {}
+        kong = self.kong_headers
         best = None
         best_rem = 0
+        remainings: list[int] = []
         for w, (cur, prev), (lname, rname, lstr) in zip(windows, counts, plan.names, strict=True):
             left = w[1] - cur - prev * w[3] - charged
             remaining = int(left) if left > 0 else 0
-            headers[lname] = lstr
-            headers[rname] = rem_s = str(remaining)
+            remainings.append(remaining)
+            if kong:
+                headers[lname] = lstr
+                headers[rname] = str(remaining)
             # Lowest remaining wins; windows come largest first, so a tie keeps the larger.
             if best is None or remaining < best_rem:
-                best, best_rem, best_s, best_l = w, remaining, rem_s, lstr
+                best, best_rem, best_l = w, remaining, lstr
         assert best is not None  # limits is not empty
-        headers["RateLimit-Limit"] = best_l
-        headers["RateLimit-Remaining"] = best_s
-        if retry_after is None:
-            # reset_after(), inlined: this runs on every counted request.
-            reset = best[0] - int(now - best[2])
-            headers["RateLimit-Reset"] = str(reset if reset > 1 else 1)
-        else:
-            headers["RateLimit-Reset"] = headers["Retry-After"] = str(retry_after)
+        if kong:
+            headers["RateLimit-Limit"] = best_l
+            headers["RateLimit-Remaining"] = str(best_rem)
+            if retry_after is None:
+                # reset_after(), inlined: this runs on every counted request.
+                reset = best[0] - int(now - best[2])
+                headers["RateLimit-Reset"] = str(reset if reset > 1 else 1)
+            else:
+                headers["RateLimit-Reset"] = str(retry_after)
+        if self.ietf_headers:
+            headers["RateLimit-Policy"] = plan.policy
+            headers["RateLimit"] = _service_limits(plan, windows, remainings, denied_by, now)
+        if retry_after is not None:
+            headers["Retry-After"] = str(retry_after)
         return RateResult(allowed, headers, retry_after)
+
+
+def _service_limits(
+    plan: _Plan, windows: Sequence[Any], remainings: list[int], denied_by: list[int], now: float
+) -> str:
+    """The draft's RateLimit field: per policy, r (requests left) and t (seconds that applies).
+
+    t is the time to the window's end, or, for a window that refused this request, when it
+    admits again (so it never exceeds Retry-After, §6).
+    """
+    parts = []
+    for i, (item, w) in enumerate(zip(plan.items, windows, strict=True)):
+        t = denied_by[i] if denied_by and denied_by[i] else max(1, w[0] - int(now - w[2]))
+        parts.append(f"{item}{remainings[i]};t={t}")
+    return ", ".join(parts)
 
 
 def build_limiter(
@@ -148,6 +194,11 @@ def build_limiter(
         )
     window = FixedWindow() if window_type == "fixed" else SlidingWindow()
     hide = bool(settings.get("hide_client_headers"))
+    style = settings.get("headers") or "kong"
+    if style not in HEADER_STYLES:
+        raise ConfigError(
+            "rate_limiting.headers", f"'{style}' is not one of {', '.join(HEADER_STYLES)}"
+        )
 
     sync_rate = settings.get("sync_rate")
     store: Storage
@@ -160,11 +211,19 @@ def build_limiter(
             raise ConfigError("rate_limiting.sync_rate", f"must be 0 or at least {MIN_SYNC_RATE}")
         # Imported here, not at the top: `import kong_ace` must not import redis and ssl, so the
         # plugin server can still monkey-patch them for gevent after importing the package.
-        from kong_ace.limits.storage.redis import RedisSettings, RedisStorage, client_for
+        from kong_ace.limits.storage.redis import RedisStorage
         from kong_ace.limits.storage.synced import SyncedStorage
 
         redis_settings = RedisSettings.from_config(settings.get("redis"))
-        redis_store = RedisStorage(client_for(redis_settings))
+        # With sync_rate 0 requests wait on Redis: a breaker (one per Redis in the process,
+        # surviving config reloads like the counters) stops that while it keeps failing. The
+        # synced store never makes a request wait on Redis, so its sync thread needs none.
+        breaker = (
+            root.shared(("breaker", redis_settings), lambda: CircuitBreaker(clock))
+            if sync_rate == 0
+            else None
+        )
+        redis_store = RedisStorage(settings=redis_settings, breaker=breaker)
         if sync_rate == 0:
             store = redis_store
         else:
@@ -175,4 +234,4 @@ def build_limiter(
             )
             synced.sync_rate = float(sync_rate)
             store = synced
-    return Limiter(store, window, clock, hide_client_headers=hide)
+    return Limiter(store, window, clock, hide_client_headers=hide, headers=style)

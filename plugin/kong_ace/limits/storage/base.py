@@ -29,6 +29,18 @@ def counter_key(bucket: str, period: int, start: int) -> str:
     return f"ace:rl:{bucket}|{period}|{start}"
 
 
+def tagged_counter_key(bucket: str, period: int, start: int) -> str:
+    """Redis Cluster key of one window's counter: the bucket is its hash tag.
+
+    Every window of a bucket then lives in one hash slot, so one script call checks and charges
+    them all atomically. `%` and `}` are escaped so the tag is the whole bucket (a `}` inside it
+    would end the tag early, and a leading one would make it empty, hashing the whole key).
+    """
+    if "}" in bucket or "%" in bucket:
+        bucket = bucket.replace("%", "%25").replace("}", "%7D")
+    return f"ace:rl:{{{bucket}}}|{period}|{start}"
+
+
 def counter_ttl(period: int, start: int, now: float) -> int:
     """Seconds a counter must live: its window and the next, where it is the previous window."""
     # The 10 s floor keeps sub-minute counters alive across small clock differences between nodes.

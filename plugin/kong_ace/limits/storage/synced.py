@@ -6,7 +6,7 @@ import logging
 import threading
 from collections.abc import Callable, Sequence
 
-from kong_ace.limits.storage.base import StorageUnavailable, Window, counter_key, counter_ttl
+from kong_ace.limits.storage.base import StorageUnavailable, Window, counter_ttl
 from kong_ace.limits.storage.redis import RedisStorage
 
 log = logging.getLogger("kong_ace.limits.limiter")
@@ -80,6 +80,7 @@ class SyncedStorage:
         now = self._clock()
         todo: list[tuple[tuple[str, int], int, int]] = []  # (record key, window start, delta)
         counters: list[tuple[str, int, int]] = []
+        counter_key = self.redis.key  # hash-tagged in a Redis Cluster
         with self._lock:
             self._hits = False
             for key, rec in list(self._records.items()):
