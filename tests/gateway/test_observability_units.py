@@ -12,6 +12,7 @@ from kong_ace.core.decision import Decision, deny
 from kong_ace.core.jwks import JwksError, KeySet
 from kong_ace.gateway import metrics
 from kong_ace.gateway.summary import REASONS, reason, summary
+from kong_ace.limits.breaker import CircuitBreaker
 from kong_ace.ops.output import Output
 from kong_ace.ops.status import render
 
@@ -153,3 +154,19 @@ def test_a_key_set_reports_each_jwks_fetch() -> None:
     (entry,) = idps.status()
     assert (entry["Issuer"], entry["Calls"], entry["Errors"], entry["Healthy"],
             entry["LastErrorMessage"]) == ("https://idp.test", 2, 1, False, "JwksError")
+
+
+def test_the_rate_limit_breaker_reports_each_state_change() -> None:
+    seen: list[tuple[str, str]] = []
+    observe.on_breaker_change(lambda store, state: seen.append((store, state)))
+    now = [0.0]
+    breaker = CircuitBreaker(lambda: now[0], failures=2, open_seconds=5.0)
+    breaker.failure()
+    assert seen == []
+    breaker.failure()  # the second slow failure opens it
+    assert seen == [("redis", "open")]
+    assert not breaker.allow()
+    now[0] = 5.0
+    assert breaker.allow()  # the probe
+    breaker.success()
+    assert seen == [("redis", "open"), ("redis", "half_open"), ("redis", "closed")]

@@ -6,8 +6,11 @@ import logging
 import threading
 from collections.abc import Callable
 
+from kong_ace import observe
+
 log = logging.getLogger("kong_ace.limits.breaker")
 
+STORE = "redis"  # the store's name in metrics and `kong-ace status` (observe.breaker_changed)
 FAILURES_TO_OPEN = 3  # consecutive slow failures (each waited for a timeout) that open it
 OPEN_SECONDS = 5.0  # how long it stays open before one request probes Redis again
 
@@ -57,7 +60,8 @@ class CircuitBreaker:
             if self._probing or self.clock() < self._open_until:
                 return False
             self._probing = True  # this caller is the probe
-            return True
+        observe.breaker_changed(STORE, observe.HALF_OPEN)
+        return True
 
     def success(self) -> None:
         """The store answered: close."""
@@ -70,6 +74,7 @@ class CircuitBreaker:
             self._probing = False
         if was_open:
             log.warning(CLOSED)
+            observe.breaker_changed(STORE, observe.CLOSED)
 
     def failure(self, slow: bool = True) -> None:
         """The store failed: count a slow failure; open (again) on the probe's or the Nth."""
@@ -89,3 +94,4 @@ class CircuitBreaker:
             log.warning(REOPENED, self.open_seconds)
         else:
             log.error(OPENED, failures, self.open_seconds)
+        observe.breaker_changed(STORE, observe.OPEN)
