@@ -115,10 +115,13 @@ def main(argv: list[str] | None = None) -> int:
                                                             * args.workers)
                 assert seen == total, (name, seen, total)
     base = statistics.median(cpu["metrics off"])
-    print(f"{'variant':<34} {'server CPU/request':>18} {'vs off':>8} {'req/s':>8}")
+    print(f"{'variant':<34} {'server CPU/request':>18} {'vs off':>8} {'paired':>8} {'req/s':>8}")
     for name in cpu:
         med = statistics.median(cpu[name])
-        print(f"{name:<34} {med:15.1f} µs {med / base:7.3f}× {statistics.median(rps[name]):8.0f}")
+        paired = statistics.median(a / b for a, b in zip(cpu[name], cpu["metrics off"],
+                                                         strict=True))
+        print(f"{name:<34} {med:15.1f} µs {med / base:7.3f}× {paired:7.3f}× "
+              f"{statistics.median(rps[name]):8.0f}")
     # Paired: each round's ratio comes from the same minutes of this (shared) machine.
     on = statistics.median(a / b for a, b in zip(cpu["metrics on"], cpu["metrics off"],
                                                  strict=True))
