@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import copy
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
+
+from tests.redis_server import RedisServer, running
 
 ROOT = Path(__file__).resolve().parent.parent
 SPECS = ROOT / "specs"
@@ -38,3 +41,10 @@ def github_spec() -> Path:
     if not GITHUB_SPEC.exists():
         pytest.fail(f"{GITHUB_SPEC} is missing: run `bash .ci/setup`")
     return GITHUB_SPEC
+
+
+@pytest.fixture
+def redis(tmp_path: Path) -> Iterator[RedisServer]:
+    """A real redis-server on a free loopback port, for one test."""
+    with running(tmp_path) as server:
+        yield server

@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import shutil
 import signal
 import socket
 import subprocess
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
+import pytest
 import redis
 
 
@@ -60,3 +64,19 @@ class RedisServer:
             self.proc.send_signal(signal.SIGKILL)
             self.proc.wait(timeout=10)
             self.proc = None
+
+
+S = TypeVar("S", bound=RedisServer)
+
+
+@contextmanager
+def running(workdir: Path, server_class: type[S] = RedisServer) -> Iterator[S]:  # type: ignore
+    """A real ``server_class`` started in ``workdir`` for the duration of the block."""
+    if shutil.which("redis-server") is None:
+        pytest.fail("redis-server is missing: run `bash .ci/setup`")
+    server = server_class(workdir)
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()

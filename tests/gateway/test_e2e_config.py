@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import copy
 import json
-import shutil
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -15,7 +14,7 @@ import redis
 
 from kong_ace.testing import KongNode, KongRPC, PluginServerProcess
 from tests.gateway.support import MOBILE, get, outcomes_config
-from tests.redis_server import RedisServer
+from tests.redis_server import RedisServer, running
 
 PASSWORD = "s3cret-from-the-vault"
 REFERENCE = "{vault://env/ace-redis-pass}"
@@ -33,12 +32,8 @@ class PasswordRedis(RedisServer):
 
 @pytest.fixture(scope="module")
 def password_redis(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PasswordRedis]:
-    if shutil.which("redis-server") is None:
-        pytest.fail("redis-server is missing: run `bash .ci/setup`")
-    server = PasswordRedis(tmp_path_factory.mktemp("redis-auth"))
-    server.start()
-    yield server
-    server.stop()
+    with running(tmp_path_factory.mktemp("redis-auth"), PasswordRedis) as server:
+        yield server
 
 
 @pytest.fixture

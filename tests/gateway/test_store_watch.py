@@ -2,10 +2,6 @@
 
 from __future__ import annotations
 
-import shutil
-from collections.abc import Iterator
-from pathlib import Path
-
 import pytest
 
 from kong_ace.gateway.metrics import Stores, WatchedStore, watch
@@ -15,15 +11,6 @@ from tests.redis_server import RedisServer
 T0 = 19_700 * 86_400.0
 LIMITS = (Limit(10, 60),)
 
-
-@pytest.fixture
-def redis(tmp_path: Path) -> Iterator[RedisServer]:
-    if shutil.which("redis-server") is None:
-        pytest.fail("redis-server is missing: run `bash .ci/setup`")
-    server = RedisServer(tmp_path)
-    server.start()
-    yield server
-    server.stop()
 
 
 def test_redis_calls_and_failures_are_counted(redis: RedisServer) -> None:

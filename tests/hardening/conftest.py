@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import os
 import re
-import shutil
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -17,7 +16,7 @@ import pytest
 
 from kong_ace.testing import KongRPC, PluginServerProcess
 
-from ..redis_server import RedisServer
+from ..redis_server import RedisServer, running
 
 SOAK = os.environ.get("KONG_ACE_SOAK", "") not in ("", "0")
 
@@ -238,9 +237,5 @@ class Redis(RedisServer):
 
 @pytest.fixture
 def redis_proc(tmp_path: Path) -> Iterator[Redis]:
-    if shutil.which("redis-server") is None:
-        pytest.fail("redis-server is missing: run `bash .ci/setup`")
-    r = Redis(tmp_path)
-    r.start()
-    yield r
-    r.stop()
+    with running(tmp_path, Redis) as r:
+        yield r

@@ -11,7 +11,7 @@ import pytest
 from kong_ace.limits.limiter import Limiter, RateResult, build_limiter
 from kong_ace.limits.storage import MemoryStorage
 
-from ..redis_server import RedisServer
+from ..redis_server import RedisServer, running
 from ..redis_topologies import RedisClusterNodes, RedisSentinelSet
 
 # A day boundary (UTC midnight), so every window of every period starts here.
@@ -33,12 +33,8 @@ class Clock:
 
 @pytest.fixture(scope="session")
 def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
-    if shutil.which("redis-server") is None:
-        pytest.fail("redis-server is missing: run `bash .ci/setup`")
-    server = RedisServer(tmp_path_factory.mktemp("redis"))
-    server.start()
-    yield server
-    server.stop()
+    with running(tmp_path_factory.mktemp("redis")) as server:
+        yield server
 
 
 @pytest.fixture

@@ -15,7 +15,7 @@ from typing import Any, NamedTuple
 
 from kong_ace.core import decision as d
 from kong_ace.core.catalog import Application, Catalog
-from kong_ace.core.credentials import distinct, lookup, presented_keys
+from kong_ace.core.credentials import check_keys, presented_keys
 from kong_ace.core.decision import Decision, Request, deny
 from kong_ace.core.jwks import REFRESHER, Fetcher, KeySet, http_fetch
 from kong_ace.core.matcher import Operation
@@ -168,16 +168,10 @@ class Authenticator:
                     hidden_q += found.query_names
         if not keys:
             return None
-        if len(keys) > 1 and distinct(keys):
-            return deny(401, d.DUPLICATE_KEY, operation_id=op.id)
-        cred = lookup(self.catalog, keys[0])
-        if cred is None:
-            return deny(401, d.UNAUTHORIZED, d.KEY_CHALLENGE, operation_id=op.id)
-        if cred.status != "active":
-            return deny(401, d.KEY_REVOKED, d.KEY_CHALLENGE, operation_id=op.id)
-        if cred.expires_at is not None and cred.expires_at <= self._clock():
-            return deny(401, d.KEY_EXPIRED, d.KEY_CHALLENGE, operation_id=op.id)
-        app = cred.application
+        cred = check_keys(self.catalog, keys, self._clock(), op.id)
+        if type(cred) is Decision:
+            return cred
+        app = cred.application  # type: ignore[union-attr]
         return Admission(self.view(app, tuple(names)), app.consumer, hidden_h, hidden_q)
 
     def _any_key(self, headers: Mapping[str, Any], query: Mapping[str, Any]) -> bool:

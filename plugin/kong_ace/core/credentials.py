@@ -6,7 +6,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from kong_ace.core import decision as d
 from kong_ace.core.catalog import Catalog, Credential, hash_key
+from kong_ace.core.decision import Decision, deny
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,3 +71,18 @@ def distinct(keys: tuple[str | bytes, ...]) -> bool:
 def lookup(catalog: Catalog, key: str | bytes) -> Credential | None:
     """Find a credential by the SHA-256 of the key; unknown and known keys cost the same."""
     return catalog.credentials.get(hash_key(key))
+
+
+def check_keys(catalog: Catalog, keys: tuple[str | bytes, ...], now: float,
+               operation_id: str) -> Credential | Decision:
+    """The active credential of the presented ``keys``, or the 401 that refuses them."""
+    if len(keys) > 1 and distinct(keys):
+        return deny(401, d.DUPLICATE_KEY, operation_id=operation_id)
+    cred = lookup(catalog, keys[0])
+    if cred is None:
+        return deny(401, d.UNAUTHORIZED, d.KEY_CHALLENGE, operation_id=operation_id)
+    if cred.status != "active":
+        return deny(401, d.KEY_REVOKED, d.KEY_CHALLENGE, operation_id=operation_id)
+    if cred.expires_at is not None and cred.expires_at <= now:
+        return deny(401, d.KEY_EXPIRED, d.KEY_CHALLENGE, operation_id=operation_id)
+    return cred

@@ -12,7 +12,7 @@ from typing import Any
 from kong_ace.core import decision as d
 from kong_ace.core.auth import Authenticator
 from kong_ace.core.catalog import Application, Catalog, compile_catalog
-from kong_ace.core.credentials import distinct, lookup, presented_keys
+from kong_ace.core.credentials import check_keys, presented_keys
 from kong_ace.core.decision import Decision, Request, deny
 from kong_ace.core.jwks import Fetcher
 from kong_ace.core.matcher import Match, Operation
@@ -171,16 +171,10 @@ class Enforcer:
                     upstream_headers={d.HEADER_OPERATION: op.id}, upstream_path=upstream_path,
                 )
             return deny(401, d.NO_API_KEY, d.KEY_CHALLENGE, operation_id=op.id)
-        if len(keys) > 1 and distinct(keys):
-            return deny(401, d.DUPLICATE_KEY, operation_id=op.id)
-        cred = lookup(cat, keys[0])
-        if cred is None:
-            return deny(401, d.UNAUTHORIZED, d.KEY_CHALLENGE, operation_id=op.id)
-        if cred.status != "active":
-            return deny(401, d.KEY_REVOKED, d.KEY_CHALLENGE, operation_id=op.id)
-        if cred.expires_at is not None and cred.expires_at <= self._clock():
-            return deny(401, d.KEY_EXPIRED, d.KEY_CHALLENGE, operation_id=op.id)
-        app = cred.application
+        cred = check_keys(cat, keys, self._clock(), op.id)
+        if type(cred) is Decision:
+            return cred
+        app = cred.application  # type: ignore[union-attr]
         if cat.hide_credentials:
             return self._authorize(op, app, forged + presented.header_names, app.consumer,
                                    presented.query_names, strip_query, upstream_path)
