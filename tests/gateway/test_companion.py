@@ -60,7 +60,7 @@ def test_denial_verdict() -> None:
     assert verdict_for(d, "/x", None) == {
         "status": 401, "body": {"message": "No API key found in request"},
         "headers": {"WWW-Authenticate": 'Key realm="kong"'},
-        "summary": {"outcome": "denied", "status": 401, "operation": "op"}}
+        "summary": {"outcome": "denied", "status": 401, "reason": "no_key", "operation": "op"}}
 
 
 def test_admission_verdict_clears_every_spelling_and_strips_the_query() -> None:
@@ -77,13 +77,15 @@ def test_admission_verdict_clears_every_spelling_and_strips_the_query() -> None:
     assert v["query"] == "a=1&b=2"
     assert v["response_headers"] == {"RateLimit-Remaining": "7"}
     assert (v["authenticate"], v["anonymous"]) == ("mobile", False)
-    assert v["summary"] == {"outcome": "allowed", "operation": "op", "application": "app",
+    assert v["summary"] == {"outcome": "allowed", "reason": "allowed", "operation": "op",
+                            "application": "app",
                             "package": "pkg", "remaining": 7}
     assert verdict_for(Decision(True, consumer="anon"), "/", "anon")["anonymous"] is True
 
 
 def test_pass_through_verdict_still_clears_the_identity_headers() -> None:
     v = verdict_for(Decision(True), "/elsewhere", None)
-    assert v == {"allow": True, "set": {}, "summary": {"outcome": "passed"},
+    assert v == {"allow": True, "set": {},
+                 "summary": {"outcome": "passed", "reason": "pass_through"},
                  "clear": ["X-ACE-Operation-ID", "X-ACE-Application-ID", "X-ACE-Package",
                            "X-ACE-API"]}

@@ -47,14 +47,16 @@ def test_the_log_summary_names_the_outcome_never_the_key(server: PluginServerPro
     node = KongNode(server.socket, outcomes_config(match_policy="if_present"),
                     consumers=[MOBILE], companions=True)
     ok = get(node, "/flights/v1/flights", "good")
-    assert ok.serialized["ace"] == {"outcome": "allowed", "operation": "listFlights",
+    assert ok.serialized["ace"] == {"outcome": "allowed", "reason": "allowed",
+                                    "operation": "listFlights",
                                     "application": "good", "package": "basic", "api": "flights",
                                     "remaining": int(ok.headers["RateLimit-Remaining"])}
     denied = get(node, "/bookings/v2/bookings", "pending")
-    assert denied.serialized["ace"] == {"outcome": "denied", "status": 403,
+    assert denied.serialized["ace"] == {"outcome": "denied", "status": 403, "reason": "pending",
                                         "operation": "listBookings", "application": "pending"}
     passed = get(node, "/elsewhere", None)
-    assert (passed.status, passed.serialized["ace"]) == (200, {"outcome": "passed"})
+    assert (passed.status, passed.serialized["ace"]) == (200, {"outcome": "passed",
+                                                                "reason": "pass_through"})
     for r in (ok, denied, passed):
         assert not any(k in repr(r.serialized) for k in KEYS.values())
     node.close()

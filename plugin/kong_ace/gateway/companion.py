@@ -22,19 +22,15 @@ from typing import Any
 from kong_ace.core.decision import IDENTITY_HEADERS, UNEXPECTED, Decision, Request
 from kong_ace.core.target import ESCAPED_SLASH
 from kong_ace.gateway.request_line import kong_escape, parse_query, strip_query
+from kong_ace.gateway.summary import summary  # the same summary as classic mode
 
 REQUEST_KEY = "kong_ace_request"
 VERDICT_KEY = "kong_ace_verdict"
 
 ERROR_BODY = {"message": UNEXPECTED}
 PATH_REFUSAL = {"message": ESCAPED_SLASH}  # the route rewrote a path ACE would unescape
-REMAINING = "RateLimit-Remaining"
 CLEAR_IDENTITY = list(IDENTITY_HEADERS)  # sent as is; never mutated
 
-# Outcomes in the log summary (kong.log.set_serialize_value("ace", summary)).
-ALLOWED = "allowed"
-PASSED = "passed"  # no operation matched and the policy let it through
-DENIED = "denied"
 
 
 class MalformedContext(ValueError):
@@ -91,7 +87,7 @@ def verdict_for(d: Decision, target: str, anonymous: str | None,
         denial: dict[str, Any] = {
             "status": d.status or 500,
             "body": d.body or ERROR_BODY,
-            "summary": summary(d, DENIED),
+            "summary": summary(d),
         }
         if d.headers:
             denial["headers"] = dict(d.headers)
@@ -102,7 +98,7 @@ def verdict_for(d: Decision, target: str, anonymous: str | None,
         "allow": True,
         "set": _plain(d.upstream_headers),
         "clear": [*IDENTITY_HEADERS, *extra] if extra else CLEAR_IDENTITY,
-        "summary": summary(d, PASSED if d.operation_id is None else ALLOWED),
+        "summary": summary(d),
     }
     if d.upstream_path is not None:
         # ace-guard forwards the decided path only if the route did not rewrite Kong's
@@ -124,22 +120,3 @@ def verdict_for(d: Decision, target: str, anonymous: str | None,
 def _plain(headers: Mapping[str, Any]) -> dict[str, Any]:
     # msgpack packs dicts only; the core's maps are dicts already (no copy on the hot path).
     return headers if type(headers) is dict else dict(headers)
-
-
-def summary(d: Decision, outcome: str) -> dict[str, Any]:
-    """What Kong's logging plugins get under ``ace``: never a key, only names and counts."""
-    out: dict[str, Any] = {"outcome": outcome}
-    if not d.allowed:
-        out["status"] = d.status or 500
-    if d.operation_id is not None:
-        out["operation"] = d.operation_id
-    if d.application_id is not None:
-        out["application"] = d.application_id
-    if d.package is not None:
-        out["package"] = d.package
-    if d.api is not None:
-        out["api"] = d.api
-    remaining = d.headers.get(REMAINING) if d.headers else None
-    if type(remaining) is str and remaining.isdigit():
-        out["remaining"] = int(remaining)
-    return out
