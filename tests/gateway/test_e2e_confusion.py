@@ -92,6 +92,23 @@ def test_method_override_reject_and_follow(server: PluginServerProcess) -> None:
     node.close()
 
 
+@pytest.mark.parametrize("companions", [False, True], ids=["classic", "companion"])
+@pytest.mark.parametrize(("action", "status", "query"), [
+    ("strip", 200, "a=1"), ("reject", 400, None), ("follow", 403, None)])
+def test_query_override_is_seen_without_keys_in_the_query(
+        server: PluginServerProcess, companions: bool, action: str, status: int,
+        query: str | None) -> None:
+    # Found in review: companion mode parsed the query only with key_in_query, so `_method`
+    # reached a method-override upstream (deleteItem) under every action.
+    config = confusion_config(key_in_query=False, method_override_action=action)
+    node = KongNode(server.socket, config, companions=companions)
+    r = send(node, "/files/items/7?_method=DELETE&a=1", method="POST")
+    assert r.status == status
+    if query is not None:
+        assert (r.upstream("X-ACE-Operation-ID"), r.upstream_query) == ("postItem", query)
+    node.close()
+
+
 # 6. Host ----------------------------------------------------------------------------------
 
 def test_absolute_form_host_differing_from_the_host_header_is_refused(node: KongNode) -> None:

@@ -37,7 +37,7 @@ class MalformedContext(ValueError):
     """ace-context's table is not the shape its handler.lua writes."""
 
 
-def request_from(ctx: Any, key_in_query: bool = True) -> Request:
+def request_from(ctx: Any) -> Request:
     """The core ``Request`` for ace-context's table."""
     if not isinstance(ctx, Mapping):
         raise MalformedContext("the request context must be a map")
@@ -66,7 +66,8 @@ def request_from(ctx: Any, key_in_query: bool = True) -> Request:
         method,
         path,
         headers,
-        parse_query(raw_query) if key_in_query and raw_query else {},
+        # Parsed whenever present: a `_method` override matters even without keys in the query.
+        parse_query(raw_query) if raw_query else {},
         host if type(host) is str else None,
         service if service and isinstance(service, Mapping) else None,
         consumer,

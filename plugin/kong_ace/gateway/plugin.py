@@ -198,7 +198,7 @@ class Plugin:
     @staticmethod
     def _companion(kong: Any, c: Compiled, ctx: Any) -> Outcome:
         # The one write: ace-guard applies the verdict, or answers 503 if it never arrives.
-        req = companion.request_from(ctx, c.key_in_query)
+        req = companion.request_from(ctx)
         start = time.perf_counter()
         d = c.enforcer.decide(req)
         seconds = time.perf_counter() - start
