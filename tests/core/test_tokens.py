@@ -423,3 +423,51 @@ def test_injected_fetcher_and_background_refresh(idp: IdP, clock: Clock) -> None
     assert len(urls) == 2
     enf.auth.key_sets[idp.issuer].min_refresh = 10**9  # no unknown-kid refresh can help
     assert call(enf, token=idp.token(idp.ec, now=clock.now)).allowed
+
+
+# --- found in review after the merge with request confusion ---------------------------------
+
+
+def test_hide_credentials_holds_when_a_token_decides(idp: IdP, clock: Clock) -> None:
+    # getFlight admits a key (package "also-keys") or a token (package "partner"): the key
+    # sent beside a winning token is still stripped before the upstream.
+    config = auth_config(idp)
+    config["hide_credentials"] = True
+    config["packages"].append({"name": "also-keys", "operations": [
+        {"api": "flights", "operation_id": "getFlight"}]})
+    config["applications"][0]["registrations"].append({"package": "also-keys",
+                                                       "status": "approved"})
+    enf = Enforcer(config, clock=clock)
+    token = idp.token(now=NOW)
+    by_key = call(enf, "/flights/BA1", apikey=WEB_KEY)
+    both = call(enf, "/flights/BA1", token, apikey=WEB_KEY)
+    assert by_key.allowed and both.allowed
+    assert "apikey" in by_key.clear_upstream_headers and "apikey" in both.clear_upstream_headers
+    in_query = enf.decide(Request("GET", "/flights/v1/flights/BA1",
+                                  headers={"authorization": [f"Bearer {token}"]},
+                                  query={"apikey": [WEB_KEY]}))
+    assert in_query.allowed and in_query.clear_query == ("apikey",)
+
+
+def test_a_credential_of_another_strategy_never_becomes_the_anonymous_consumer() -> None:
+    # SPEC §11: a credential of the wrong strategy for the operation's package is a 401, even
+    # where `anonymous` would admit a request that presents none.
+    from tests.core.confusion_catalog import WEB_KEY as CONFUSION_KEY
+    from tests.core.confusion_catalog import confusion_config
+
+    config = confusion_config(anonymous="guest", auth_strategies=[
+        {"name": "k2", "type": "key_auth", "key_names": ["x-k2"]}])
+    for package in config["packages"]:
+        if package["name"] == "basic":
+            package["auth_strategy"] = "k2"
+    enf = Enforcer(config)
+
+    def get(**headers: str) -> d.Decision:
+        return enf.decide(Request("GET", "/files/users/7",
+                                  {"host": "api.example.com", **headers},
+                                  host="api.example.com"))
+
+    assert (get(apikey=CONFUSION_KEY).status, get(authorization="Bearer a.b.c").status) == (
+        401, 401)
+    nothing = get()
+    assert (nothing.allowed, nothing.consumer) == (True, "guest")

@@ -76,6 +76,7 @@ class Authenticator:
         self._clock = clock
         strategies = self.config.strategies
         self.key_strategies = tuple(s for s in strategies.values() if isinstance(s, KeyStrategy))
+        self._hiding = tuple(s for s in self.key_strategies if s.hide_credentials)
         tokens = [s for s in strategies.values() if isinstance(s, TokenStrategy)]
         self.key_sets: dict[str, KeySet] = {}
         algorithms: dict[str, frozenset[str]] = {}
@@ -133,11 +134,21 @@ class Authenticator:
         if plan.tokens:
             token, problem = bearer(headers)
             if token is not None:
-                return self._by_token(op, plan, token, problem)
+                got = self._by_token(op, plan, token, problem)
+                if self._hiding and type(got) is Admission:
+                    # A key sent beside the token is still a secret: hide_credentials holds.
+                    return self._hide_keys(got, headers, req.query)  # type: ignore[arg-type]
+                return got
         if plan.keys:
             got = self._by_key(op, plan, headers, req.query)
             if got is not None:
                 return got
+            if cat.anonymous is not None and (self._any_key(headers, req.query)
+                                              or bearer(headers)[0] is not None):
+                # A credential of another strategy is answered as no credential of this one,
+                # never admitted as the anonymous consumer (SPEC §11).
+                m = plan.missing
+                return Decision(False, m.status, m.message, m.headers, operation_id=op.id)
         elif self._any_key(headers, req.query):
             return deny(401, d.TOKEN_REQUIRED, d.BEARER_CHALLENGE, operation_id=op.id)
         if cat.anonymous is not None:
@@ -173,6 +184,15 @@ class Authenticator:
             return cred
         app = cred.application  # type: ignore[union-attr]
         return Admission(self.view(app, tuple(names)), app.consumer, hidden_h, hidden_q)
+
+    def _hide_keys(self, got: Admission, headers: Mapping[str, Any],
+                   query: Mapping[str, Any]) -> Admission:
+        hidden_h, hidden_q = got.hidden_headers, got.hidden_query
+        for s in self._hiding:
+            found = presented_keys(s, headers, query)  # type: ignore[arg-type]
+            hidden_h += found.header_names
+            hidden_q += found.query_names
+        return got._replace(hidden_headers=hidden_h, hidden_query=hidden_q)
 
     def _any_key(self, headers: Mapping[str, Any], query: Mapping[str, Any]) -> bool:
         return any(presented_keys(s, headers, query).keys  # type: ignore[arg-type]
