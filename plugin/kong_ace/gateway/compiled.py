@@ -83,8 +83,6 @@ class Compiled:
     enforcer: Enforcer
     needs_consumer: bool
     service_scoped: bool
-    host_scoped: bool
-    key_in_query: bool
     anonymous: str | None
     users: int = field(default=0)
     compile_seconds: float = 0.0  # how long compiling took (metrics, status)
@@ -194,8 +192,6 @@ class CompiledCache:
             enforcer=enforcer,
             needs_consumer=bool(cat.consumers) or cat.anonymous is not None,
             service_scoped=cat.service_scoped,
-            host_scoped=cat.host_scoped,
-            key_in_query=cat.key_in_query,
             anonymous=cat.anonymous,
             compile_seconds=time.perf_counter() - start,
         )
