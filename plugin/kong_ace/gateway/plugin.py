@@ -28,6 +28,7 @@ from typing import Any, NamedTuple
 from cachetools import TTLCache
 
 from kong_ace.core.decision import IDENTITY_HEADERS, UNEXPECTED, Decision, Request
+from kong_ace.core.logsafe import escape
 from kong_ace.core.matcher import Match
 from kong_ace.core.normalize import normalize_path
 from kong_ace.core.target import ANONYMOUS_HEADER, ESCAPED_SLASH
@@ -222,17 +223,24 @@ class Plugin:
         query = parse_query(raw_query) if raw_query else {}
         req = Request(method, path, headers, query, _first(headers.get("host")), service, None,
                       uri, authority, None, _line_count(headers) >= MAX_HEADERS)
-        routed = None
-        if c.needs_consumer:
-            # The consumer only matters once an operation matched; the trie lookup is cheaper
-            # than the round trip, and decide() reuses it.
+        # Routed here (decide() reuses it): the consumer and the body only matter once an
+        # operation matched, and the trie lookup is cheaper than a round trip.
+        routed = c.enforcer.route(req)
+        if routed.screened.needs_body:  # type: ignore[attr-defined]
+            # A POST form/JSON body under an API may hold `_method` (Laravel): one read.
+            # kong/pdk/request.lua get_raw_body: nil when nginx spilled the body to a file.
+            body = _v(kong.request.get_raw_body())
+            if isinstance(body, (str, bytes)):
+                req.body = body
+            else:
+                req.body_spilled = True
             routed = c.enforcer.route(req)
-            if routed.operation is not None:
-                consumer = req.consumer = _v(kong.client.get_consumer())
-                if consumer is not None and _needs_credential(c, consumer, headers):
-                    # Another plugin's anonymous consumer has no credential (key-auth
-                    # set_consumer): one more read, only for a consumer ACE would trust.
-                    req.credential = bool(_v(kong.client.get_credential()))
+        if c.needs_consumer and routed.operation is not None:
+            consumer = req.consumer = _v(kong.client.get_consumer())
+            if consumer is not None and _needs_credential(c, consumer, headers):
+                # Another plugin's anonymous consumer has no credential (key-auth
+                # set_consumer): one more read, only for a consumer ACE would trust.
+                req.credential = bool(_v(kong.client.get_credential()))
         return req, raw_query, routed
 
 
@@ -276,7 +284,8 @@ def apply(kong: Any, d: Decision, raw_query: str, c: Compiled, path: str | None 
         consumer = CONSUMERS.get(kong, d.consumer)
         if consumer is None:
             # Like key-auth with a missing anonymous consumer: a configuration fault, a 500.
-            log.error("ace: consumer '%s' is configured but Kong has no such consumer", d.consumer)
+            log.error("ace: consumer '%s' is configured but Kong has no such consumer",
+                      escape(d.consumer))
             kong.response.exit(500, ERROR_BODY)
             return True
         _v(kong.client.authenticate(consumer, None))
