@@ -73,8 +73,10 @@ exist, ambiguous templates, one of `spec_file` / `spec` / `operations`, …) com
 described in [Configuration](configuration.md). This page is generated when the site is built,
 so it cannot drift from the code.
 
-**required** means Kong refuses a config without the field; a required field with a default
-is filled in by Kong when left out. Arrays of records link to the table of their elements.
+**required** means Kong refuses a config without the field, unless Kong can fill it in: a
+field with a default takes it, and a required record left out is built from its fields'
+defaults (Kong 3.9.1, `kong/db/schema/init.lua`, `handle_missing_field`). Records, and arrays
+of records, link to the table of their fields.
 """
 
 
@@ -84,7 +86,7 @@ def _row(path: str, name: str, field: Field) -> str:
     constraints = _constraints(field)
     if field.get("required"):
         constraints = ["**required**", *constraints]
-    description = field.get("description", "").replace("|", "\\|").replace("\n", " ")
+    description = table_text(field.get("description", ""))
     return f"| `{name}` | {kind} | {default} | {'; '.join(constraints)} | {description} |"
 
 
@@ -137,6 +139,14 @@ def _child_path(path: str, name: str, field: Field) -> str:
 
 def _anchor(path: str) -> str:
     return path.replace("[]", "").replace(".", "-").replace("_", "-")
+
+
+def table_text(text: str) -> str:
+    """Plain text for a Markdown table cell: no markup, no HTML, one line."""
+    text = text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+    for char in "\\`*_[]|":
+        text = text.replace(char, "\\" + char)
+    return text.replace("\n", " ")
 
 
 def _code(value: Any) -> str:
