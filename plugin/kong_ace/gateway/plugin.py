@@ -61,6 +61,9 @@ CLEAR_IDENTITY = {name: CLEAR for name in IDENTITY_HEADERS}
 # kong.request.get_headers() reads at most this many header lines (ngx.req.get_headers default,
 # kong/pdk/request.lua get_headers): that many back means some may be missing.
 MAX_HEADERS = 100
+# Classic mode reads a POST form/JSON body under an API up to this size (Content-Length);
+# a larger or chunked one is left uninspected (uninspected_body_action).
+BODY_LIMIT = 64 * 1024
 BAD_REQUEST_BODY = {"message": ESCAPED_SLASH}
 
 
@@ -228,12 +231,8 @@ class Plugin:
         routed = c.enforcer.route(req)
         if routed.screened.needs_body:  # type: ignore[attr-defined]
             # A POST form/JSON body under an API may hold `_method` (Laravel): one read.
-            # kong/pdk/request.lua get_raw_body: nil when nginx spilled the body to a file.
-            body = _v(kong.request.get_raw_body())
-            if isinstance(body, (str, bytes)):
-                req.body = body
-            else:
-                req.body_spilled = True
+            req.body = _read_body(kong, headers)
+            req.body_spilled = req.body is None
             routed = c.enforcer.route(req)
         if c.needs_consumer and routed.operation is not None:
             consumer = req.consumer = _v(kong.client.get_consumer())
@@ -242,6 +241,26 @@ class Plugin:
                 # set_consumer): one more read, only for a consumer ACE would trust.
                 req.credential = bool(_v(kong.client.get_credential()))
         return req, raw_query, routed
+
+
+def _read_body(kong: Any, headers: Mapping[str, Any]) -> bytes | None:
+    """The POST body when it can be read safely; None: left uninspected.
+
+    kong.request.get_raw_body(0) reads the body from memory or from nginx's temporary file.
+    Only a body whose Content-Length is at most BODY_LIMIT is read: Kong 3.9.1 packs the
+    result as binary (kong/runloop/plugin_servers/rpc/mp_rpc.lua must_fix fix_raw), and the
+    nil get_raw_body returns for a body it cannot read raises in Kong (a 500). Not
+    kong.request.get_body: Kong's get_step_method takes a `_method` key of any table a PDK
+    call returns as the RPC method of the reply, so a form with `_method=DELETE` turns the
+    reply into an unknown RPC method, and Kong lets the request through unchecked.
+    """
+    length = _first(headers.get("content-length"))
+    if not isinstance(length, str) or not length.isdigit() or int(length) > BODY_LIMIT:
+        return None  # chunked, or too large to read at every request
+    body = _v(kong.request.get_raw_body(0))
+    if isinstance(body, str):
+        return body.encode("utf-8", "surrogateescape")
+    return body if isinstance(body, bytes) else None
 
 
 def _first(value: Any) -> Any:

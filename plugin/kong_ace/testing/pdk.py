@@ -58,6 +58,15 @@ class KongRequest:
     answers: dict[str, Any] = field(default_factory=dict)  # PDK method -> forced result
     body: str | bytes | None = None  # the request body (None: none)
     body_in_file: bool = False  # nginx spilled the body to a file (> client_body_buffer_size)
+    chunked: bool = False  # the body came chunked: no Content-Length
+
+    def __post_init__(self) -> None:
+        # A client sends the length of its body (unless chunked).
+        if self.body is not None and not self.chunked and not any(
+                k.lower() == "content-length" for k in self.headers):
+            raw = self.body.encode("utf-8", "surrogateescape") if isinstance(
+                self.body, str) else self.body
+            self.headers = {**self.headers, "Content-Length": str(len(raw))}
 
 
 def fix_mmap(table: dict[str, Any]) -> dict[str, Any]:
@@ -228,12 +237,22 @@ class KongPDK:
         """ngx.req.get_body_file(): the temporary file of a spilled body."""
         return "/tmp/nginx/client_body_temp/0000000001" if self.req.body_in_file else None
 
-    def get_raw_body(self, max_allowed_file_size: Any = None) -> str | bytes | None:
-        """kong/pdk/request.lua get_raw_body: nil (and an error) for a spilled body."""
+    def get_raw_body(self, max_allowed_file_size: Any = None) -> bytes:
+        """kong/pdk/request.lua get_raw_body through Kong 3.9.1's RPC (mp_rpc.lua fix_raw).
+
+        Packed as binary. A spilled body is read from its file only when
+        ``max_allowed_file_size`` allows it; otherwise get_raw_body returns nil, which fix_raw
+        cannot pack: a Lua error (the request is a 500).
+        """
         data = self.get_body_data()
-        if data is not None:
-            return data
-        return None if self.get_body_file() is not None else ""
+        if data is None and self.get_body_file() is not None:
+            if not isinstance(max_allowed_file_size, int) or max_allowed_file_size < 0 or (
+                    0 < max_allowed_file_size < len(self.req.body or b"")):
+                raise LuaError("MessagePack.lua:126: attempt to get length of local 'str' "
+                               "(a nil value)")
+            data = self.req.body
+        data = data or b""
+        return data.encode("utf-8", "surrogateescape") if isinstance(data, str) else data
 
     def get_headers(self, max_headers: int | None = None) -> dict[str, Any]:
         """ngx.req.get_headers(): lower-case names, the first 100 header lines."""
