@@ -96,10 +96,10 @@ class Enforcer:
             if alt is None or alt.operation is not m.operation:
                 s.refusal = AMBIGUOUS_PATH
                 return Routed(None, frozenset(), s)
-        if s.body_unseen and m.operation is not None:
+        if s.body_unseen:
             action = cat.policy.uninspected_body
             if action == "reject" or (action == "reject_if_ambiguous" and self._other_methods(
-                    s.path, req, m.operation.method)):
+                    s.path, req, s.method)):
                 # A body too large to read may hold `_method` naming another operation.
                 s.refusal = UNINSPECTED_BODY
                 return Routed(None, frozenset(), s)
@@ -114,7 +114,8 @@ class Enforcer:
         return case.resolve(exact, folded)
 
     def _other_methods(self, path: str, req: Request, method: str) -> bool:
-        # Whether an override could reach another operation: another method at this path.
+        # Whether an override could reach another operation: another method at this path
+        # (also when the POST itself reaches none: under if_present it would pass through).
         cat = self.catalog
         methods = cat.matcher.methods(
             path, _service_keys(req.service) if cat.service_scoped else (),

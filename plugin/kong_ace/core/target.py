@@ -155,19 +155,19 @@ def screen(policy: Policy, req: Any, headers: Mapping[str, Any]) -> Screened:
     policy_under = policy.under_api
     # Lower-case escapes too: Kong upper-cases the escapes it keeps, but its one decoding pass
     # can leave a new one behind (%%32%66 is %2f), which the next hop decodes.
-    if "%2F" in path or "%2f" in path or "\\" in path or "%5c" in path or "%5C" in path:
+    slashed = "%2F" in path or "%2f" in path or "\\" in path or "%5c" in path or "%5C" in path
+    semi = "%3B" in path or "%3b" in path or ";" in path
+    under = (slashed or semi) and _under_any(policy, path)
+    if slashed and under:
         # Kong keeps %2F (and forwards %5C, which it decodes to '\'); decoders split on them.
-        unescaped = remove_dots(_slashes(path))
-        if policy_under(path) or policy_under(unescaped):
-            if policy.escaped_slashes == "reject":
-                s.refusal = ESCAPED_SLASH
-                return s
-            if policy.escaped_slashes == "unescape":
-                path = s.path = s.upstream_path = unescaped
+        if policy.escaped_slashes == "reject":
+            s.refusal = ESCAPED_SLASH
+            return s
+        if policy.escaped_slashes == "unescape":
+            path = s.path = s.upstream_path = remove_dots(_slashes(path))
+            semi = "%3B" in path or "%3b" in path or ";" in path
     # Tomcat/Jetty route on the path without ';' parameters (Undertow after decoding).
-    if ("%3B" in path or "%3b" in path or ";" in path) and (
-            policy_under(path) or policy_under(strip_parameters(path))
-            or policy_under(strip_parameters(path.replace("%3B", ";").replace("%3b", ";")))):
+    if semi and under:
         s.refusal = PATH_PARAMETERS
         return s
     if "%" in path:
@@ -239,6 +239,21 @@ def _overrides(policy: Policy, s: Screened, headers: Mapping[str, Any], names: l
             return
     s.strip_headers = tuple(names)
     s.strip_query = args
+
+
+def _under_any(policy: Policy, path: str) -> bool:
+    """Whether some server's reading of ``path`` (';' parameters cut, before or after
+    decoding; escaped slashes split; dot segments and empty segments gone) is under an API."""
+    under = policy.under_api
+    if under(path):
+        return True
+    semis = {path, path.replace("%3B", ";").replace("%3b", ";")}
+    readings = {_slashes(path)}
+    for p in semis:
+        readings.add(strip_parameters(p))
+        readings.add(_slashes(strip_parameters(p)))
+        readings.add(strip_parameters(_slashes(p)))
+    return any(under(remove_dots(r)) for r in readings)
 
 
 def _slashes(path: str) -> str:
