@@ -33,7 +33,7 @@ class CaseReadings:
 
     def needed(self, path: str) -> bool:
         """Whether ``path`` may read differently once folded (cheap: no per-request regex)."""
-        return self.always or not (path.islower() or path.lower() == path)
+        return self.always or path.lower() != path
 
     def resolve(self, exact: Match, folded: Match) -> Match | None:
         """The match to decide on given both readings, or None when they are ambiguous."""
