@@ -64,10 +64,11 @@ class Enforcer:
         return self._warnings
 
     def match(
-        self, method: str, path: str, *, host: str | None = None, service: Any = None
+        self, method: str, path: str, *, host: str | None = None, service: Any = None,
+        normalized: bool = False,
     ) -> Operation | None:
-        """The operation a request reaches, or None."""
-        return self._match(method, path, host, service).operation
+        """The operation a request reaches, or None (``normalized``: ``path`` is Kong's)."""
+        return self._match(method, path, host, service, normalized).operation
 
     def route(self, req: Request) -> Match:
         """The match ``decide`` would make for ``req`` (hand it back to skip a second one)."""
@@ -81,8 +82,8 @@ class Enforcer:
         m = self._match(s.method, s.path, req.host, req.service, normalized=True)
         case = cat.case
         # A case-insensitive router (Express, ASP.NET Core) reads the folded path: only where
-        # it differs (lower() and == beat islower(), which crawls over 8 KB of '-').
-        if case is not None and (case.always or s.path.lower() != s.path):
+        # it may differ.
+        if case is not None and case.needed(s.path):
             m = self._folded(case, s.method, s.path, req, m)  # type: ignore[assignment]
             if m is None:
                 s.refusal = AMBIGUOUS_PATH
@@ -92,7 +93,7 @@ class Enforcer:
             # (Not normalised again: a decoded '%25' must not be decoded twice.)
             alt: Match | None = self._match(s.method, s.alternate, req.host, req.service,
                                             normalized=True)
-            if case is not None and (case.always or s.alternate.lower() != s.alternate):
+            if case is not None and case.needed(s.alternate):
                 alt = self._folded(case, s.method, s.alternate, req, alt)  # type: ignore
             if alt is None or alt.operation is not m.operation:
                 s.refusal = AMBIGUOUS_PATH

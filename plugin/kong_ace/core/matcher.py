@@ -142,7 +142,7 @@ class _Pattern:
         return (p.startswith(q) or q.startswith(p)) and (s.endswith(t) or t.endswith(s))
 
 
-_PARAM_SEGMENT = "{}"
+PARAM_SEGMENT = "{}"
 
 
 def parse_template(template: str) -> tuple[str | _Pattern, ...]:
@@ -180,7 +180,7 @@ def _parse_segment(seg: str) -> str | _Pattern:
         raise ValueError(f"adjacent parameters in {seg!r} cannot be told apart")
     literals = [decode_unreserved(p) for p in parts]
     if len(names) == 1 and not literals[0] and not literals[1]:
-        return _PARAM_SEGMENT
+        return PARAM_SEGMENT
     return _Pattern(
         literals=tuple(literals),
         shape="{}".join(literals),
@@ -201,7 +201,7 @@ class _Node:
         self.endpoints: dict[str, list[tuple[Scope, Operation]]] | None = None
 
     def child(self, seg: str | _Pattern) -> _Node:
-        if seg is _PARAM_SEGMENT:
+        if seg is PARAM_SEGMENT:
             if self.param is None:
                 self.param = _Node()
             return self.param
