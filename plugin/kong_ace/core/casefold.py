@@ -40,20 +40,22 @@ class CaseReadings:
         return bool(self.upper_segments or self.upper_parts)
 
     def needed(self, path: str) -> bool:
-        """Whether ``path`` may read differently once folded: dict hops, no regex.
+        """Whether ``path`` may read differently once folded: no regex, no generator.
 
         lower() and == beat islower(), which crawls over 8 KB of '-'.
         """
         if path.lower() != path:
             return True
-        if self.upper_parts and any(p in path for p in self.upper_parts):
-            return True
+        for part in self.upper_parts:
+            if part in path:
+                return True
         segments = self.upper_segments
-        if not segments:
-            return False
-        if len(segments) <= 4:
-            return any(u in path for u in segments)
-        return not segments.isdisjoint(path.split("/"))
+        if len(segments) > 4:
+            return not segments.isdisjoint(path.split("/"))
+        for segment in segments:
+            if segment in path:
+                return True
+        return False
 
     def resolve(self, exact: Match, folded: Match) -> Match | None:
         """The match to decide on given both readings, or None when they are ambiguous."""
