@@ -55,8 +55,8 @@ def render(record: Field) -> str:
     out = [_INTRO]
     for path, rows in sections.items():
         out.append(f"## `{path}` {{#{_anchor(path)}}}\n")
-        out.append("| field | type | default | constraints | description |")
-        out.append("|---|---|---|---|---|")
+        out.append("| field | type, default, constraints | description |")
+        out.append("|---|---|---|")
         out.extend(rows)
         out.append("")
     return "\n".join(out)
@@ -81,13 +81,16 @@ of records, link to the table of their fields.
 
 
 def _row(path: str, name: str, field: Field) -> str:
-    kind = _type(path, name, field)
-    default = _code(field["default"]) if "default" in field else ""
+    lines = [_type(path, name, field)]
+    if "default" in field:
+        lines.append(f"default {_code(field['default'])}")
     constraints = _constraints(field)
     if field.get("required"):
         constraints = ["**required**", *constraints]
+    if constraints:
+        lines.append("; ".join(constraints))
     description = table_text(field.get("description", ""))
-    return f"| `{name}` | {kind} | {default} | {'; '.join(constraints)} | {description} |"
+    return f"| `{name}` | {'<br>'.join(lines)} | {description} |"
 
 
 def _type(path: str, name: str, field: Field) -> str:
