@@ -34,7 +34,8 @@ def unreachable() -> str | None:
         return "no psql on PATH (Debian: postgresql-client)"
     done = _psql("select 1")
     if done.returncode != 0:
-        return f"PostgreSQL at {USER}@{HOST}:{PORT} is not reachable: {done.stderr.strip()}"
+        first = (done.stderr.strip().splitlines() or ["?"])[0]
+        return f"PostgreSQL at {USER}@{HOST}:{PORT} is not reachable: {first}"
     return None
 
 

@@ -12,7 +12,7 @@
   the sync is the guard.
 
 PostgreSQL: the machine's (tests/realkong/postgres.py); skipped with the reason when it is not
-reachable, a failure when CI is set.
+reachable, a failure when CI or KONG_ACE_CI (set by .ci/run) is set.
 """
 
 from __future__ import annotations
@@ -69,8 +69,8 @@ def database(real_kong: KongInstall) -> Iterator[Database]:
     """A database of this session's own, bootstrapped, dropped afterwards."""
     why = unreachable() or (None if deck.available() else "no deck on PATH (bash .ci/setup)")
     if why:
-        if os.environ.get("CI"):
-            pytest.fail(f"CI is set and the database-mode tests would skip: {why}")
+        if os.environ.get("CI") or os.environ.get("KONG_ACE_CI"):
+            pytest.fail(f"CI (.ci/run) and the database-mode tests would skip: {why}")
         pytest.skip(why)
     db = Database(real_kong).create()
     yield db
