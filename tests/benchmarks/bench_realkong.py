@@ -1,0 +1,417 @@
+"""ACE on the real Kong 3.9.1 beside Kong's own Lua stack, CPU per request (issue #21, SPEC §14).
+
+Run: ``.venv/bin/python tests/benchmarks/bench_realkong.py`` (about 4 minutes; needs the real
+Kong, see tests/realkong, and ``wrk``: ``apt-get install wrk``).
+
+Every variant is its own Kong node (DB-less, traditional router, ``request-termination``
+answering 200 behind the plugins, so no upstream is involved), all started at once and driven
+in interleaved rounds by ``wrk`` (8 connections, one allowed request repeated). Per variant
+and round: CPU time (utime+stime, children included, from /proc) of the nginx workers and of
+the plugin server before and after, divided by the requests served; medians over the rounds.
+
+Sections: ``main`` (1 nginx worker: floor, Lua stack, no-op and ace in both modes), ``workers2``
+(the same with 2 workers), ``redis`` (ace with ``sync_rate: 0`` beside rate-limiting with
+``policy: redis``, against a redis-server of our own on a free port). Not part of pytest:
+targets are printed next to the figures, never asserted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import platform
+import re
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.error
+import urllib.request
+from contextlib import ExitStack
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "plugin"))
+
+from kong_ace.core.catalog import hash_key  # noqa: E402
+from tests.redis_server import running  # noqa: E402
+
+KEY = "bench-key-0123456789"
+PATH = "/flights/v1/flights/BA1"
+BIG = 10**9
+NOOP_PLUGIN = "kong_ace.testing.noop"
+TARGETS = {"ace/Lua companion": 1.0, "ace/Lua classic": 1.6, "ace-noop companion µs": 20.0}
+
+
+# --- a minimal Kong node (until tests/realkong's fixture is on main) -------------------------
+
+REALKONG = Path(os.environ.get("KONG_ACE_REAL_KONG", "/tmp/realkong"))
+VENV = ROOT / ".venv" / "bin"
+KONG_CWD = REALKONG / "src" / "kong"  # Kong finds kong/include/*.proto relative to its cwd
+
+
+def find_kong() -> dict[str, str] | None:
+    """The environment to run the real Kong with, or None."""
+    env_sh = REALKONG / "env.sh"
+    if not env_sh.exists():
+        return None
+    out = subprocess.run(["bash", "-c", f"source {env_sh} && env -0"], capture_output=True,
+                         check=True).stdout.decode()
+    return dict(line.split("=", 1) for line in out.split("\0") if "=" in line)
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class KongNode:
+    """A DB-less Kong in a fresh prefix; companion mode adds ace-context and ace-guard."""
+
+    def __init__(self, declarative: dict[str, Any], *, mode: str = "companion",
+                 workers: int = 1, server: str = "managed", conf: dict[str, Any] | None = None,
+                 server_args: list[str] | None = None) -> None:
+        self.declarative = declarative
+        self.mode, self.workers, self.server = mode, workers, server
+        self.server_args = list(server_args or [])
+        self.extra_conf = dict(conf or {})
+        self.prefix = Path(tempfile.mkdtemp(prefix="i21-bench-kong-"))
+        self.env = find_kong() or {}
+        self.proxy_port = _free_port()
+        self.proxy_url = f"http://127.0.0.1:{self.proxy_port}"
+
+    def __enter__(self) -> KongNode:
+        self.start()
+        return self
+
+    def __exit__(self, *_: Any) -> None:
+        self.stop()
+
+    def start(self) -> None:
+        """Write kong.conf and kong.yml, start Kong, wait until it proxies."""
+        decl = json.loads(json.dumps(self.declarative))
+        if self.mode == "companion":
+            decl["plugins"] += [{"name": "ace-context"}, {"name": "ace-guard"}]
+        (self.prefix / "kong.yml").write_text(json.dumps(decl))
+        conf = {
+            "prefix": self.prefix, "database": "off",
+            "declarative_config": self.prefix / "kong.yml", "router_flavor": "traditional",
+            "nginx_user": "root root", "nginx_worker_processes": self.workers,
+            "proxy_listen": f"127.0.0.1:{self.proxy_port}",
+            "admin_listen": f"127.0.0.1:{_free_port()}", "admin_gui_listen": "off",
+            "status_listen": "off", "anonymous_reports": "off",
+            "plugins": "bundled" if self.server == "none" else "bundled,ace,ace-context,ace-guard",
+            "lua_package_path": f"{ROOT}/plugin/?.lua;;", "log_level": "warn",
+        }
+        if self.server != "none":
+            args = " ".join(self.server_args)
+            conf.update({
+                "pluginserver_names": "ace",
+                "pluginserver_ace_socket": self.prefix / "ace.socket",
+                "pluginserver_ace_query_cmd": f"{VENV}/kong-ace-server --dump",
+                "pluginserver_ace_start_cmd": f"{VENV}/kong-ace-server -p {self.prefix} "
+                                              f"--socket-name ace.socket {args}"})
+        conf.update(self.extra_conf)
+        text = "".join(f"{k} = {v}\n" for k, v in conf.items())
+        (self.prefix / "kong.conf").write_text(text)
+        done = subprocess.run(["kong", "start", "-c", str(self.prefix / "kong.conf")],
+                              env=self.env, capture_output=True, text=True, cwd=KONG_CWD)
+        if done.returncode:
+            raise RuntimeError(f"kong start failed: {done.stderr[-2000:]}")
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            try:
+                urllib.request.urlopen(self.proxy_url + "/", timeout=2).close()
+                return
+            except urllib.error.HTTPError:
+                return  # any HTTP answer: Kong proxies
+            except OSError:
+                time.sleep(0.2)
+        raise RuntimeError(f"Kong in {self.prefix} did not answer")
+
+    def stop(self) -> None:
+        """Stop Kong and its plugin server, by PID."""
+        pids = self.server_pids()
+        subprocess.run(["kong", "stop", "-p", str(self.prefix)], env=self.env,
+                       capture_output=True, cwd=KONG_CWD)
+        for pid in pids:
+            with contextlib.suppress(OSError):
+                os.kill(pid, signal.SIGKILL)
+        shutil.rmtree(self.prefix, ignore_errors=True)
+
+    def _children(self) -> list[tuple[int, str]]:
+        try:
+            master = int((self.prefix / "pids" / "nginx.pid").read_text())
+        except (OSError, ValueError):
+            return []
+        parents: dict[int, int] = {}
+        for d in Path("/proc").iterdir():
+            if d.name.isdigit():
+                with contextlib.suppress(OSError, IndexError):
+                    parents[int(d.name)] = int(_stat(int(d.name))[1])
+        found, todo = [], [master]
+        while todo:
+            parent = todo.pop()
+            for pid, ppid in parents.items():
+                if ppid == parent:
+                    todo.append(pid)
+                    with contextlib.suppress(OSError):
+                        found.append((pid, Path(f"/proc/{pid}/cmdline").read_bytes()
+                                      .decode(errors="replace")))
+        return found
+
+    def worker_pids(self) -> list[int]:
+        """The nginx worker processes."""
+        return [pid for pid, cmd in self._children() if "worker process" in cmd]
+
+    def server_pids(self) -> list[int]:
+        """The plugin server processes."""
+        return [pid for pid, cmd in self._children() if "kong-ace-server" in cmd]
+
+
+# --- Kong configurations ----------------------------------------------------------------------
+
+def _declarative(plugins: list[dict[str, Any]], consumers: list[dict[str, Any]] | None = None
+                 ) -> dict[str, Any]:
+    # request-termination (priority 2) runs after every plugin measured here and answers 200:
+    # the request never leaves Kong, so the figures are the gateway's alone.
+    return {
+        "_format_version": "3.0",
+        "services": [{"name": "bench", "url": "http://127.0.0.1:9",
+                      "routes": [{"name": "all", "paths": ["/"], "strip_path": False}]}],
+        "plugins": [*plugins, {"name": "request-termination",
+                               "config": {"status_code": 200, "message": "ok"}}],
+        "consumers": consumers or [],
+    }
+
+
+def ace_config(rate_limiting: dict[str, Any] | None = None) -> dict[str, Any]:
+    """One API from specs/, one package with a limit no run reaches, one application."""
+    config: dict[str, Any] = {
+        "match_policy": "required",
+        "specs_dir": str(ROOT / "specs"),
+        "apis": [{"name": "flights", "spec_file": "flights.yaml"}],
+        "packages": [{"name": "all", "operations": [{"api": "flights"}],
+                      "rate_limits": [{"limit": BIG, "duration": "minutes"}]}],
+        "applications": [{"id": "bench",
+                          "credentials": [{"key_hash": f"sha256:{hash_key(KEY)}"}],
+                          "registrations": [{"package": "all", "status": "approved"}]}],
+    }
+    if rate_limiting:
+        config["rate_limiting"] = rate_limiting
+    return config
+
+
+def lua_stack(redis_port: int | None = None) -> dict[str, Any]:
+    """key-auth + acl + rate-limiting (local, or redis) with one consumer holding the key."""
+    limits: dict[str, Any] = {"minute": BIG, "policy": "local"}
+    if redis_port is not None:
+        limits.update(policy="redis", redis={"host": "127.0.0.1", "port": redis_port})
+    return _declarative(
+        [{"name": "key-auth", "config": {"key_names": ["apikey"]}},
+         {"name": "acl", "config": {"allow": ["bench"]}},
+         {"name": "rate-limiting", "config": limits}],
+        consumers=[{"username": "bench", "keyauth_credentials": [{"key": KEY}],
+                    "acls": [{"group": "bench"}]}])
+
+
+def ace_node(config: dict[str, Any], *, mode: str, plugin: str | None = None,
+             workers: int = 1) -> KongNode:
+    """A Kong running ``ace`` (or the no-op plugin in its place) globally."""
+    args = ["--plugin", plugin] if plugin else []
+    conf = {"pluginserver_ace_query_cmd": f"{VENV}/kong-ace-server --dump {' '.join(args)}"}
+    return KongNode(_declarative([{"name": "ace", "config": config}]), mode=mode,
+                    workers=workers, server_args=args, conf=conf)
+
+
+# --- measuring --------------------------------------------------------------------------------
+
+CLK = os.sysconf("SC_CLK_TCK")
+
+
+def _stat(pid: int) -> list[str]:
+    return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+
+
+def cpu_seconds(pid: int) -> float:
+    """utime + stime of a process and its waited-for children, from /proc."""
+    try:
+        f = _stat(pid)
+    except OSError:
+        return 0.0
+    return sum(int(x) for x in f[11:15]) / CLK
+
+
+def cpu_of(pids: list[int]) -> float:
+    """Total CPU seconds of ``pids``."""
+    return sum(cpu_seconds(p) for p in pids)
+
+
+WRK_REQUESTS = re.compile(r"(\d+) requests in")
+WRK_NON2XX = re.compile(r"Non-2xx or 3xx responses: (\d+)")
+WRK_ERRORS = re.compile(r"Socket errors: (.*)")
+WRK_LATENCY = re.compile(r"^\s+(50|99)%\s+([\d.]+)(us|ms|s)\s*$", re.M)
+UNIT = {"us": 1.0, "ms": 1e3, "s": 1e6}
+
+
+def wrk(url: str, seconds: float, connections: int = 8) -> dict[str, float]:
+    """One wrk run on ``url`` with the key header: requests, req/s, p50 and p99 (µs)."""
+    out = subprocess.run(
+        ["wrk", "-t", "1", "-c", str(connections), "-d", f"{max(1, round(seconds))}s", "--latency",
+         "-H", f"apikey: {KEY}", url],
+        capture_output=True, text=True, check=True).stdout
+    n = int(WRK_REQUESTS.search(out).group(1))  # type: ignore[union-attr]
+    bad = WRK_NON2XX.search(out)
+    if bad or WRK_ERRORS.search(out):
+        raise AssertionError(f"{url}: not every request was answered 200:\n{out}")
+    lat = {q: float(v) * UNIT[u] for q, v, u in WRK_LATENCY.findall(out)}
+    return {"requests": n, "p50": lat["50"], "p99": lat["99"]}
+
+
+class Variant:
+    """One Kong node under measurement and its figures per round."""
+
+    def __init__(self, name: str, node: KongNode) -> None:
+        self.name = name
+        self.node = node
+        self.rounds: list[dict[str, float]] = []
+
+    def measure(self, seconds: float) -> None:
+        """One round: wrk on the node, CPU of its workers and plugin server before and after."""
+        workers, servers = self.node.worker_pids(), self.node.server_pids()
+        k0, s0, t0 = cpu_of(workers), cpu_of(servers), time.perf_counter()
+        r = wrk(self.node.proxy_url + PATH, seconds)
+        wall = time.perf_counter() - t0
+        k1, s1 = cpu_of(workers), cpu_of(servers)
+        n = r["requests"]
+        self.rounds.append({"kong": (k1 - k0) / n * 1e6, "server": (s1 - s0) / n * 1e6,
+                            "total": (k1 - k0 + s1 - s0) / n * 1e6, "rps": n / wall,
+                            "p50": r["p50"], "p99": r["p99"]})
+
+    def median(self, key: str) -> float:
+        """The median of ``key`` over the rounds."""
+        return statistics.median(r[key] for r in self.rounds)
+
+    def spread(self, key: str) -> str:
+        """min–max of ``key`` over the rounds."""
+        values = [r[key] for r in self.rounds]
+        return f"{min(values):.0f}–{max(values):.0f}"
+
+
+def run_section(title: str, variants: list[Variant], rounds: int, seconds: float,
+                ratios: list[tuple[str, str, str]]) -> None:
+    """Warm every variant, run interleaved rounds, print the table and the ratios."""
+    for v in variants:
+        wrk(v.node.proxy_url + PATH, 1.0)  # instances started, caches and JIT warm
+    for i in range(rounds):
+        order = variants if i % 2 == 0 else variants[::-1]  # no variant always first
+        for v in order:
+            v.measure(seconds)
+    print(f"\n## {title} ({rounds} rounds x {seconds:g} s, wrk 8 connections; medians, "
+          "min–max in brackets)\n")
+    print("| variant | Kong CPU µs/req | plugin server µs/req | total µs/req | req/s "
+          "| p50 µs | p99 µs |")
+    print("|---|---|---|---|---|---|---|")
+    for v in variants:
+        server = (f"{v.median('server'):.0f} ({v.spread('server')})"
+                  if v.median("server") > 0 else "–")
+        print(f"| {v.name} | {v.median('kong'):.0f} ({v.spread('kong')}) | {server} "
+              f"| **{v.median('total'):.0f}** ({v.spread('total')}) | {v.median('rps'):.0f} "
+              f"| {v.median('p50'):.0f} | {v.median('p99'):.0f} |")
+    by_name = {v.name: v for v in variants}
+    print()
+    for label, a, b in ratios:
+        if b.endswith(" µs"):  # a difference, not a ratio
+            diff = by_name[a].median("total") - by_name[b[:-3]].median("total")
+            paired = statistics.median(x["total"] - y["total"] for x, y in
+                                       zip(by_name[a].rounds, by_name[b[:-3]].rounds))
+            print(f"- {label}: {diff:+.0f} µs/req (paired per round {paired:+.0f})")
+            continue
+        ratio = by_name[a].median("total") / by_name[b].median("total")
+        paired = statistics.median(x["total"] / y["total"] for x, y in
+                                   zip(by_name[a].rounds, by_name[b].rounds))
+        print(f"- {label}: {ratio:.2f}× (paired per round {paired:.2f}×)")
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--rounds", type=int, default=5)
+    p.add_argument("--seconds", type=int, default=3)
+    p.add_argument("--sections", default="main,workers2,redis",
+                   help="comma-separated: main, workers2, redis (default: all)")
+    args = p.parse_args(argv)
+    if find_kong() is None:
+        print("no real Kong: see tests/realkong (KONG_ACE_REAL_KONG)", file=sys.stderr)
+        return 2
+    if shutil.which("wrk") is None:
+        print("wrk not found: apt-get install wrk", file=sys.stderr)
+        return 2
+    sections = set(args.sections.split(","))
+    cpu = next((line.split(":", 1)[1].strip() for line in
+                Path("/proc/cpuinfo").read_text().splitlines()
+                if line.startswith("model name")), platform.processor())
+    print(f"# bench_realkong: {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, "
+          f"{os.cpu_count()} CPUs ({cpu}), Kong 3.9.1")
+    print(f"command: {' '.join([Path(sys.executable).name, *sys.argv])}")
+    ratios_for = [("ace companion / Lua stack", "ace, companion mode", "key-auth+acl+rate-limiting"),
+                  ("ace classic / Lua stack", "ace, classic mode", "key-auth+acl+rate-limiting"),
+                  ("ace companion / no-op companion", "ace, companion mode",
+                   "no-op, companion mode"),
+                  ("ace companion above the no-op", "ace, companion mode",
+                   "no-op, companion mode µs"),
+                  ("ace classic / no-op classic", "ace, classic mode", "no-op, classic mode"),
+                  ("ace classic above the no-op", "ace, classic mode", "no-op, classic mode µs")]
+    for workers, section in ((1, "main"), (2, "workers2")):
+        if section not in sections:
+            continue
+        with ExitStack() as stack:
+            variants = [
+                Variant("floor (request-termination only)", KongNode(_declarative([]),
+                                                                     mode="classic",
+                                                                     workers=workers,
+                                                                     server="none")),
+                Variant("key-auth+acl+rate-limiting", KongNode(lua_stack(), mode="classic",
+                                                               workers=workers,
+                                                               server="none")),
+                Variant("no-op, companion mode", ace_node({}, mode="companion",
+                                                          plugin=NOOP_PLUGIN, workers=workers)),
+                Variant("ace, companion mode", ace_node(ace_config(), mode="companion",
+                                                        workers=workers)),
+                Variant("no-op, classic mode", ace_node({}, mode="classic", plugin=NOOP_PLUGIN,
+                                                        workers=workers)),
+                Variant("ace, classic mode", ace_node(ace_config(), mode="classic",
+                                                      workers=workers)),
+            ]
+            for v in variants:
+                stack.enter_context(v.node)
+            run_section(f"{workers} nginx worker{'s' if workers > 1 else ''}", variants,
+                        args.rounds, args.seconds, ratios_for)
+    if "redis" in sections:
+        with ExitStack() as stack:
+            workdir = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="i21-redis-")))
+            redis = stack.enter_context(running(workdir))
+            sync = {"sync_rate": 0, "redis": {"host": "127.0.0.1", "port": redis.port}}
+            variants = [
+                Variant("key-auth+acl+rate-limiting (redis)",
+                        KongNode(lua_stack(redis.port), mode="classic", server="none")),
+                Variant("ace, companion mode, redis sync_rate 0",
+                        ace_node(ace_config(sync), mode="companion")),
+            ]
+            for v in variants:
+                stack.enter_context(v.node)
+            run_section("Redis (1 nginx worker)", variants, args.rounds, args.seconds,
+                        [("ace redis / Lua stack redis", variants[1].name, variants[0].name)])
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
