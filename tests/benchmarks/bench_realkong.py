@@ -48,6 +48,7 @@ KEY = "bench-key-0123456789"
 PATH = "/flights/v1/flights/BA1"
 BIG = 10**9
 NOOP_PLUGIN = "kong_ace.testing.noop"
+LUA = "key-auth+acl+rate-limiting"
 TARGETS = {"ace/Lua companion": 1.0, "ace/Lua classic": 1.6, "ace-noop companion µs": 20.0}
 
 
@@ -79,11 +80,13 @@ class KongNode:
 
     def __init__(self, declarative: dict[str, Any], *, mode: str = "companion",
                  workers: int = 1, server: str = "managed", conf: dict[str, Any] | None = None,
-                 server_args: list[str] | None = None) -> None:
+                 server_args: list[str] | None = None, env: dict[str, str] | None = None
+                 ) -> None:
         self.declarative = declarative
         self.mode, self.workers, self.server = mode, workers, server
         self.server_args = list(server_args or [])
         self.extra_conf = dict(conf or {})
+        self.server_env = dict(env or {})
         self.prefix = Path(tempfile.mkdtemp(prefix="i21-bench-kong-"))
         self.env = find_kong() or {}
         self.proxy_port = _free_port()
@@ -114,11 +117,13 @@ class KongNode:
         }
         if self.server != "none":
             args = " ".join(self.server_args)
+            envs = " ".join(f"{k}={v}" for k, v in self.server_env.items())
             conf.update({
                 "pluginserver_names": "ace",
                 "pluginserver_ace_socket": self.prefix / "ace.socket",
                 "pluginserver_ace_query_cmd": f"{VENV}/kong-ace-server --dump",
-                "pluginserver_ace_start_cmd": f"{VENV}/kong-ace-server -p {self.prefix} "
+                "pluginserver_ace_start_cmd": f"{'env ' + envs if envs else ''} "
+                                              f"{VENV}/kong-ace-server -p {self.prefix} "
                                               f"--socket-name ace.socket {args}"})
         conf.update(self.extra_conf)
         text = "".join(f"{k} = {v}\n" for k, v in conf.items())
@@ -225,12 +230,37 @@ def lua_stack(redis_port: int | None = None) -> dict[str, Any]:
 
 
 def ace_node(config: dict[str, Any], *, mode: str, plugin: str | None = None,
-             workers: int = 1) -> KongNode:
-    """A Kong running ``ace`` (or the no-op plugin in its place) globally."""
+             workers: int = 1, code: Path | None = None) -> KongNode:
+    """A Kong running ``ace`` (or the no-op plugin in its place) globally.
+
+    ``code``: a ``plugin/`` folder of another revision (``--compare``) to serve instead of
+    this checkout's: its Python package for the server, its Lua companions for Kong.
+    """
     args = ["--plugin", plugin] if plugin else []
     conf = {"pluginserver_ace_query_cmd": f"{VENV}/kong-ace-server --dump {' '.join(args)}"}
+    env = {}
+    if code is not None:
+        conf["lua_package_path"] = f"{code}/?.lua;;"
+        env["PYTHONPATH"] = str(code)
     return KongNode(_declarative([{"name": "ace", "config": config}]), mode=mode,
-                    workers=workers, server_args=args, conf=conf)
+                    workers=workers, server_args=args, conf=conf, env=env)
+
+
+def make_variants(workers: int, old: Path | None, ref: str) -> list[Variant]:
+    """The main table's variants; with ``old``, each Python one also as of ``ref``."""
+    found = [
+        Variant("floor (request-termination only)",
+                KongNode(_declarative([]), mode="classic", workers=workers, server="none")),
+        Variant(LUA, KongNode(lua_stack(), mode="classic", workers=workers, server="none")),
+    ]
+    for mode in ("companion", "classic"):
+        for code, suffix in [(None, ""), *([(old, f" @{ref}")] if old else [])]:
+            found.append(Variant(f"no-op, {mode} mode{suffix}",
+                                 ace_node({}, mode=mode, plugin=NOOP_PLUGIN, workers=workers,
+                                          code=code)))
+            found.append(Variant(f"ace, {mode} mode{suffix}",
+                                 ace_node(ace_config(), mode=mode, workers=workers, code=code)))
+    return found
 
 
 # --- measuring --------------------------------------------------------------------------------
@@ -277,6 +307,20 @@ def wrk(url: str, seconds: float, connections: int = 8) -> dict[str, float]:
     return {"requests": n, "p50": lat["50"], "p99": lat["99"]}
 
 
+def wait_allowed(url: str, timeout: float = 60.0) -> None:
+    """Wait until ``url`` answers 200 (the plugin server starts after Kong)."""
+    deadline = time.monotonic() + timeout
+    request = urllib.request.Request(url, headers={"apikey": KEY})
+    while True:
+        try:
+            urllib.request.urlopen(request, timeout=5).close()
+            return
+        except OSError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.2)
+
+
 class Variant:
     """One Kong node under measurement and its figures per round."""
 
@@ -311,7 +355,8 @@ def run_section(title: str, variants: list[Variant], rounds: int, seconds: float
                 ratios: list[tuple[str, str, str]]) -> None:
     """Warm every variant, run interleaved rounds, print the table and the ratios."""
     for v in variants:
-        wrk(v.node.proxy_url + PATH, 1.0)  # instances started, caches and JIT warm
+        wait_allowed(v.node.proxy_url + PATH)
+        wrk(v.node.proxy_url + PATH, 1)  # instances started, caches and JIT warm
     for i in range(rounds):
         order = variants if i % 2 == 0 else variants[::-1]  # no variant always first
         for v in order:
@@ -333,12 +378,13 @@ def run_section(title: str, variants: list[Variant], rounds: int, seconds: float
         if b.endswith(" µs"):  # a difference, not a ratio
             diff = by_name[a].median("total") - by_name[b[:-3]].median("total")
             paired = statistics.median(x["total"] - y["total"] for x, y in
-                                       zip(by_name[a].rounds, by_name[b[:-3]].rounds))
+                                       zip(by_name[a].rounds, by_name[b[:-3]].rounds,
+                                           strict=True))
             print(f"- {label}: {diff:+.0f} µs/req (paired per round {paired:+.0f})")
             continue
         ratio = by_name[a].median("total") / by_name[b].median("total")
         paired = statistics.median(x["total"] / y["total"] for x, y in
-                                   zip(by_name[a].rounds, by_name[b].rounds))
+                                   zip(by_name[a].rounds, by_name[b].rounds, strict=True))
         print(f"- {label}: {ratio:.2f}× (paired per round {paired:.2f}×)")
 
 
@@ -348,7 +394,19 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seconds", type=int, default=3)
     p.add_argument("--sections", default="main,workers2,redis",
                    help="comma-separated: main, workers2, redis (default: all)")
+    p.add_argument("--compare", metavar="REF", default="",
+                   help="also run the Python variants with the plugin/ folder of git REF "
+                        "(before/after of a change in one run)")
+    p.add_argument("--only", default="", metavar="NAMES",
+                   help="comma-separated substrings: run only the variants whose name has one")
     args = p.parse_args(argv)
+    stack = ExitStack()
+    with stack:
+        return _run(args, stack)
+
+
+def _run(args: argparse.Namespace, stack: ExitStack) -> int:
+    """Run the chosen sections; ``stack`` holds what lives as long as the run."""
     if find_kong() is None:
         print("no real Kong: see tests/realkong (KONG_ACE_REAL_KONG)", file=sys.stderr)
         return 2
@@ -362,39 +420,49 @@ def main(argv: list[str] | None = None) -> int:
     print(f"# bench_realkong: {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, "
           f"{os.cpu_count()} CPUs ({cpu}), Kong 3.9.1")
     print(f"command: {' '.join([Path(sys.executable).name, *sys.argv])}")
-    ratios_for = [("ace companion / Lua stack", "ace, companion mode", "key-auth+acl+rate-limiting"),
-                  ("ace classic / Lua stack", "ace, classic mode", "key-auth+acl+rate-limiting"),
+    ratios_for = [("ace companion / Lua stack", "ace, companion mode", LUA),
+                  ("ace classic / Lua stack", "ace, classic mode", LUA),
                   ("ace companion / no-op companion", "ace, companion mode",
                    "no-op, companion mode"),
                   ("ace companion above the no-op", "ace, companion mode",
                    "no-op, companion mode µs"),
                   ("ace classic / no-op classic", "ace, classic mode", "no-op, classic mode"),
                   ("ace classic above the no-op", "ace, classic mode", "no-op, classic mode µs")]
+    old = None
+    if args.compare:
+        old = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="i21-compare-")))
+        archive = subprocess.run(["git", "-C", str(ROOT), "archive", args.compare, "plugin"],
+                                 capture_output=True, check=True).stdout
+        subprocess.run(["tar", "-x", "-C", str(old)], input=archive, check=True)
+        old = old / "plugin"
+        def at(name: str) -> str:
+            if name == LUA:
+                return name
+            if name.endswith(" µs"):
+                return f"{name[:-3]} @{args.compare} µs"
+            return f"{name} @{args.compare}"
+
+        ratios_for += [(f"{label} @{args.compare}", at(a), at(b)) for label, a, b in ratios_for]
+        ratios_for += [(f"ace companion now / @{args.compare}", "ace, companion mode",
+                        f"ace, companion mode @{args.compare}"),
+                       (f"no-op companion now / @{args.compare}", "no-op, companion mode",
+                        f"no-op, companion mode @{args.compare}"),
+                       (f"ace classic now / @{args.compare}", "ace, classic mode",
+                        f"ace, classic mode @{args.compare}")]
+    only = [x for x in args.only.split(",") if x]
     for workers, section in ((1, "main"), (2, "workers2")):
         if section not in sections:
             continue
-        with ExitStack() as stack:
-            variants = [
-                Variant("floor (request-termination only)", KongNode(_declarative([]),
-                                                                     mode="classic",
-                                                                     workers=workers,
-                                                                     server="none")),
-                Variant("key-auth+acl+rate-limiting", KongNode(lua_stack(), mode="classic",
-                                                               workers=workers,
-                                                               server="none")),
-                Variant("no-op, companion mode", ace_node({}, mode="companion",
-                                                          plugin=NOOP_PLUGIN, workers=workers)),
-                Variant("ace, companion mode", ace_node(ace_config(), mode="companion",
-                                                        workers=workers)),
-                Variant("no-op, classic mode", ace_node({}, mode="classic", plugin=NOOP_PLUGIN,
-                                                        workers=workers)),
-                Variant("ace, classic mode", ace_node(ace_config(), mode="classic",
-                                                      workers=workers)),
-            ]
-            for v in variants:
-                stack.enter_context(v.node)
-            run_section(f"{workers} nginx worker{'s' if workers > 1 else ''}", variants,
-                        args.rounds, args.seconds, ratios_for)
+        with ExitStack() as nodes:
+            chosen = [v for v in make_variants(workers, old, args.compare)
+                      if not only or any(o in v.name for o in only)]
+            for v in chosen:
+                nodes.enter_context(v.node)
+            names = {v.name for v in chosen}
+            run_section(f"{workers} nginx worker{'s' if workers > 1 else ''}", chosen,
+                        args.rounds, args.seconds,
+                        [r for r in ratios_for if r[1] in names and r[2].removesuffix(" µs")
+                         in names])
     if "redis" in sections:
         with ExitStack() as stack:
             workdir = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="i21-redis-")))
