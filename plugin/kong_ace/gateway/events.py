@@ -55,22 +55,18 @@ class _Node:
     """``kong.x.y`` path; calling it makes the PDK call ``kong.x.y(...)`` for the running event.
 
     One tree serves every event (building a tree per event cost ~10 us a request): a call
-    finds its event by the greenlet it runs in, so it can never reach another request.
+    finds its event by the greenlet it runs in, so it can never reach another request. A child
+    is kept as an attribute once made: later lookups never reach ``__getattr__``.
     """
-
-    __slots__ = ("_name", "_children")
 
     def __init__(self, name: str) -> None:
         self._name = name
-        self._children: dict[str, _Node] = {}
 
     def __getattr__(self, attr: str) -> _Node:
         if attr.startswith("__"):
             raise AttributeError(attr)
-        child = self._children.get(attr)
-        if child is None:
-            child = self._children.setdefault(attr, _Node(f"{self._name}.{attr}"))
-        return child
+        # setdefault: two threads (threading mode) making the same child agree on one.
+        return self.__dict__.setdefault(attr, _Node(f"{self._name}.{attr}"))  # type: ignore
 
     def __call__(self, *args: Any) -> Any:
         event = _RUNNING.get(getcurrent())
