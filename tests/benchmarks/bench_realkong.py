@@ -49,6 +49,7 @@ PATH = "/flights/v1/flights/BA1"
 BIG = 10**9
 NOOP_PLUGIN = "kong_ace.testing.noop"
 LUA = "key-auth+acl+rate-limiting"
+BARE = "bare RPC server, companion mode (3 messages, no plugin)"
 TARGETS = {"ace/Lua companion": 1.0, "ace/Lua classic": 1.6, "ace-noop companion µs": 20.0}
 
 
@@ -99,6 +100,11 @@ class KongNode:
     def __exit__(self, *_: Any) -> None:
         self.stop()
 
+    def server_command(self) -> list[str]:
+        """The plugin server's command line."""
+        return [f"{VENV}/kong-ace-server", "-p", str(self.prefix), "--socket-name",
+                "ace.socket", *self.server_args]
+
     def start(self) -> None:
         """Write kong.conf and kong.yml, start Kong, wait until it proxies."""
         decl = json.loads(json.dumps(self.declarative))
@@ -116,15 +122,13 @@ class KongNode:
             "lua_package_path": f"{ROOT}/plugin/?.lua;;", "log_level": "warn",
         }
         if self.server != "none":
-            args = " ".join(self.server_args)
             envs = " ".join(f"{k}={v}" for k, v in self.server_env.items())
             conf.update({
                 "pluginserver_names": "ace",
                 "pluginserver_ace_socket": self.prefix / "ace.socket",
                 "pluginserver_ace_query_cmd": f"{VENV}/kong-ace-server --dump",
                 "pluginserver_ace_start_cmd": f"{'env ' + envs if envs else ''} "
-                                              f"{VENV}/kong-ace-server -p {self.prefix} "
-                                              f"--socket-name ace.socket {args}"})
+                                              + " ".join(self.server_command())})
         conf.update(self.extra_conf)
         text = "".join(f"{k} = {v}\n" for k, v in conf.items())
         (self.prefix / "kong.conf").write_text(text)
@@ -246,6 +250,14 @@ def ace_node(config: dict[str, Any], *, mode: str, plugin: str | None = None,
                     workers=workers, server_args=args, conf=conf, env=env)
 
 
+class BareNode(KongNode):
+    """A Kong whose plugin server is bare_server.py: the floor of the two-PDK-call design."""
+
+    def server_command(self) -> list[str]:
+        return [f"{VENV}/python", str(Path(__file__).with_name("bare_server.py")),
+                str(self.prefix / "ace.socket")]
+
+
 def make_variants(workers: int, old: Path | None, ref: str) -> list[Variant]:
     """The main table's variants; with ``old``, each Python one also as of ``ref``."""
     found = [
@@ -253,6 +265,11 @@ def make_variants(workers: int, old: Path | None, ref: str) -> list[Variant]:
                 KongNode(_declarative([]), mode="classic", workers=workers, server="none")),
         Variant(LUA, KongNode(lua_stack(), mode="classic", workers=workers, server="none")),
     ]
+    if workers == 1:
+        found.append(Variant(BARE, BareNode(
+            _declarative([{"name": "ace", "config": {}}]), mode="companion",
+            conf={"pluginserver_ace_query_cmd": f"{VENV}/kong-ace-server --dump --plugin "
+                                                f"{NOOP_PLUGIN}"})))
     for mode in ("companion", "classic"):
         for code, suffix in [(None, ""), *([(old, f" @{ref}")] if old else [])]:
             found.append(Variant(f"no-op, {mode} mode{suffix}",
