@@ -19,13 +19,10 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import json
 import os
 import platform
 import re
 import shutil
-import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -33,6 +30,7 @@ import tempfile
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Callable
 from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
@@ -42,6 +40,7 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "plugin"))
 
 from kong_ace.core.catalog import hash_key  # noqa: E402
+from tests.realkong.kong import SKIP_REASON, KongNode, find_kong  # noqa: E402
 from tests.redis_server import running  # noqa: E402
 
 KEY = "bench-key-0123456789"
@@ -53,138 +52,8 @@ BARE = "bare RPC server, companion mode (3 messages, no plugin)"
 TARGETS = {"ace/Lua companion": 1.0, "ace/Lua classic": 1.6, "ace-noop companion µs": 20.0}
 
 
-# --- a minimal Kong node (until tests/realkong's fixture is on main) -------------------------
-
-REALKONG = Path(os.environ.get("KONG_ACE_REAL_KONG", "/tmp/realkong"))
 VENV = ROOT / ".venv" / "bin"
-KONG_CWD = REALKONG / "src" / "kong"  # Kong finds kong/include/*.proto relative to its cwd
-
-
-def find_kong() -> dict[str, str] | None:
-    """The environment to run the real Kong with, or None."""
-    env_sh = REALKONG / "env.sh"
-    if not env_sh.exists():
-        return None
-    out = subprocess.run(["bash", "-c", f"source {env_sh} && env -0"], capture_output=True,
-                         check=True).stdout.decode()
-    return dict(line.split("=", 1) for line in out.split("\0") if "=" in line)
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-class KongNode:
-    """A DB-less Kong in a fresh prefix; companion mode adds ace-context and ace-guard."""
-
-    def __init__(self, declarative: dict[str, Any], *, mode: str = "companion",
-                 workers: int = 1, server: str = "managed", conf: dict[str, Any] | None = None,
-                 server_args: list[str] | None = None, env: dict[str, str] | None = None
-                 ) -> None:
-        self.declarative = declarative
-        self.mode, self.workers, self.server = mode, workers, server
-        self.server_args = list(server_args or [])
-        self.extra_conf = dict(conf or {})
-        self.server_env = dict(env or {})
-        self.prefix = Path(tempfile.mkdtemp(prefix="i21-bench-kong-"))
-        self.env = find_kong() or {}
-        self.proxy_port = _free_port()
-        self.proxy_url = f"http://127.0.0.1:{self.proxy_port}"
-
-    def __enter__(self) -> KongNode:
-        self.start()
-        return self
-
-    def __exit__(self, *_: Any) -> None:
-        self.stop()
-
-    def server_command(self) -> list[str]:
-        """The plugin server's command line."""
-        return [f"{VENV}/kong-ace-server", "-p", str(self.prefix), "--socket-name",
-                "ace.socket", *self.server_args]
-
-    def start(self) -> None:
-        """Write kong.conf and kong.yml, start Kong, wait until it proxies."""
-        decl = json.loads(json.dumps(self.declarative))
-        if self.mode == "companion":
-            decl["plugins"] += [{"name": "ace-context"}, {"name": "ace-guard"}]
-        (self.prefix / "kong.yml").write_text(json.dumps(decl))
-        conf = {
-            "prefix": self.prefix, "database": "off",
-            "declarative_config": self.prefix / "kong.yml", "router_flavor": "traditional",
-            "nginx_user": "root root", "nginx_worker_processes": self.workers,
-            "proxy_listen": f"127.0.0.1:{self.proxy_port}",
-            "admin_listen": f"127.0.0.1:{_free_port()}", "admin_gui_listen": "off",
-            "status_listen": "off", "anonymous_reports": "off",
-            "plugins": "bundled" if self.server == "none" else "bundled,ace,ace-context,ace-guard",
-            "lua_package_path": f"{ROOT}/plugin/?.lua;;", "log_level": "warn",
-        }
-        if self.server != "none":
-            envs = " ".join(f"{k}={v}" for k, v in self.server_env.items())
-            conf.update({
-                "pluginserver_names": "ace",
-                "pluginserver_ace_socket": self.prefix / "ace.socket",
-                "pluginserver_ace_query_cmd": f"{VENV}/kong-ace-server --dump",
-                "pluginserver_ace_start_cmd": f"{'env ' + envs if envs else ''} "
-                                              + " ".join(self.server_command())})
-        conf.update(self.extra_conf)
-        text = "".join(f"{k} = {v}\n" for k, v in conf.items())
-        (self.prefix / "kong.conf").write_text(text)
-        done = subprocess.run(["kong", "start", "-c", str(self.prefix / "kong.conf")],
-                              env=self.env, capture_output=True, text=True, cwd=KONG_CWD)
-        if done.returncode:
-            raise RuntimeError(f"kong start failed: {done.stderr[-2000:]}")
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            try:
-                urllib.request.urlopen(self.proxy_url + "/", timeout=2).close()
-                return
-            except urllib.error.HTTPError:
-                return  # any HTTP answer: Kong proxies
-            except OSError:
-                time.sleep(0.2)
-        raise RuntimeError(f"Kong in {self.prefix} did not answer")
-
-    def stop(self) -> None:
-        """Stop Kong and its plugin server, by PID."""
-        pids = self.server_pids()
-        subprocess.run(["kong", "stop", "-p", str(self.prefix)], env=self.env,
-                       capture_output=True, cwd=KONG_CWD)
-        for pid in pids:
-            with contextlib.suppress(OSError):
-                os.kill(pid, signal.SIGKILL)
-        shutil.rmtree(self.prefix, ignore_errors=True)
-
-    def _children(self) -> list[tuple[int, str]]:
-        try:
-            master = int((self.prefix / "pids" / "nginx.pid").read_text())
-        except (OSError, ValueError):
-            return []
-        parents: dict[int, int] = {}
-        for d in Path("/proc").iterdir():
-            if d.name.isdigit():
-                with contextlib.suppress(OSError, IndexError):
-                    parents[int(d.name)] = int(_stat(int(d.name))[1])
-        found, todo = [], [master]
-        while todo:
-            parent = todo.pop()
-            for pid, ppid in parents.items():
-                if ppid == parent:
-                    todo.append(pid)
-                    with contextlib.suppress(OSError):
-                        found.append((pid, Path(f"/proc/{pid}/cmdline").read_bytes()
-                                      .decode(errors="replace")))
-        return found
-
-    def worker_pids(self) -> list[int]:
-        """The nginx worker processes."""
-        return [pid for pid, cmd in self._children() if "worker process" in cmd]
-
-    def server_pids(self) -> list[int]:
-        """The plugin server processes."""
-        return [pid for pid, cmd in self._children() if "kong-ace-server" in cmd]
+SHARED_KONG = Path("/tmp/realkong")  # ../shared/realkong/install.sh puts it there
 
 
 # --- Kong configurations ----------------------------------------------------------------------
@@ -253,30 +122,46 @@ def ace_node(config: dict[str, Any], *, mode: str, plugin: str | None = None,
 class BareNode(KongNode):
     """A Kong whose plugin server is bare_server.py: the floor of the two-PDK-call design."""
 
+    SCRIPT = str(Path(__file__).with_name("bare_server.py"))
+
     def server_command(self) -> list[str]:
-        return [f"{VENV}/python", str(Path(__file__).with_name("bare_server.py")),
-                str(self.prefix / "ace.socket")]
+        return [str(VENV / "python"), self.SCRIPT, str(self.socket)]
+
+    def server_pids(self) -> list[int]:
+        mark = str(self.socket)
+        found = []
+        for entry in Path("/proc").iterdir():
+            if entry.name.isdigit():
+                with contextlib.suppress(OSError):
+                    cmd = (entry / "cmdline").read_bytes().split(b"\0")
+                    if self.SCRIPT.encode() in cmd and mark.encode() in cmd:
+                        found.append(int(entry.name))
+        return found
 
 
 def make_variants(workers: int, old: Path | None, ref: str) -> list[Variant]:
     """The main table's variants; with ``old``, each Python one also as of ``ref``."""
+    def node(config: dict[str, Any], plugin: str | None, mode: str,
+             code: Path | None) -> Callable[[], KongNode]:
+        return lambda: ace_node(config, mode=mode, plugin=plugin, workers=workers, code=code)
+
     found = [
         Variant("floor (request-termination only)",
-                KongNode(_declarative([]), mode="classic", workers=workers, server="none")),
-        Variant(LUA, KongNode(lua_stack(), mode="classic", workers=workers, server="none")),
+                lambda: KongNode(_declarative([]), mode="classic", workers=workers,
+                                 server="none")),
+        Variant(LUA, lambda: KongNode(lua_stack(), mode="classic", workers=workers,
+                                      server="none")),
     ]
     if workers == 1:
-        found.append(Variant(BARE, BareNode(
+        found.append(Variant(BARE, lambda: BareNode(
             _declarative([{"name": "ace", "config": {}}]), mode="companion",
             conf={"pluginserver_ace_query_cmd": f"{VENV}/kong-ace-server --dump --plugin "
                                                 f"{NOOP_PLUGIN}"})))
     for mode in ("companion", "classic"):
         for code, suffix in [(None, ""), *([(old, f" @{ref}")] if old else [])]:
             found.append(Variant(f"no-op, {mode} mode{suffix}",
-                                 ace_node({}, mode=mode, plugin=NOOP_PLUGIN, workers=workers,
-                                          code=code)))
-            found.append(Variant(f"ace, {mode} mode{suffix}",
-                                 ace_node(ace_config(), mode=mode, workers=workers, code=code)))
+                                 node({}, NOOP_PLUGIN, mode, code)))
+            found.append(Variant(f"ace, {mode} mode{suffix}", node(ace_config(), None, mode, code)))
     return found
 
 
@@ -341,10 +226,23 @@ def wait_allowed(url: str, timeout: float = 60.0) -> None:
 class Variant:
     """One Kong node under measurement and its figures per round."""
 
-    def __init__(self, name: str, node: KongNode) -> None:
+    def __init__(self, name: str, make: Callable[[], KongNode]) -> None:
         self.name = name
-        self.node = node
+        self.make = make
+        self.node: KongNode = None  # type: ignore[assignment]  # made by start()
         self.rounds: list[dict[str, float]] = []
+
+    def start(self, stack: ExitStack) -> None:
+        """Make and start the node (again, on fresh ports, if another process took one)."""
+        for attempt in range(3):
+            self.node = self.make()
+            stack.callback(self.node.cleanup)  # stops it and removes its prefix
+            try:
+                self.node.start()
+                return
+            except RuntimeError as exc:
+                if "Address already in use" not in str(exc) or attempt == 2:
+                    raise
 
     def measure(self, seconds: float) -> None:
         """One round: wrk on the node, CPU of its workers and plugin server before and after."""
@@ -424,8 +322,10 @@ def main(argv: list[str] | None = None) -> int:
 
 def _run(args: argparse.Namespace, stack: ExitStack) -> int:
     """Run the chosen sections; ``stack`` holds what lives as long as the run."""
+    if "KONG_ACE_REAL_KONG" not in os.environ and (SHARED_KONG / "env.sh").exists():
+        os.environ["KONG_ACE_REAL_KONG"] = str(SHARED_KONG)
     if find_kong() is None:
-        print("no real Kong: see tests/realkong (KONG_ACE_REAL_KONG)", file=sys.stderr)
+        print(SKIP_REASON, file=sys.stderr)
         return 2
     if shutil.which("wrk") is None:
         print("wrk not found: apt-get install wrk", file=sys.stderr)
@@ -474,7 +374,7 @@ def _run(args: argparse.Namespace, stack: ExitStack) -> int:
             chosen = [v for v in make_variants(workers, old, args.compare)
                       if not only or any(o in v.name for o in only)]
             for v in chosen:
-                nodes.enter_context(v.node)
+                v.start(nodes)
             names = {v.name for v in chosen}
             run_section(f"{workers} nginx worker{'s' if workers > 1 else ''}", chosen,
                         args.rounds, args.seconds,
@@ -487,12 +387,12 @@ def _run(args: argparse.Namespace, stack: ExitStack) -> int:
             sync = {"sync_rate": 0, "redis": {"host": "127.0.0.1", "port": redis.port}}
             variants = [
                 Variant("key-auth+acl+rate-limiting (redis)",
-                        KongNode(lua_stack(redis.port), mode="classic", server="none")),
+                        lambda: KongNode(lua_stack(redis.port), mode="classic", server="none")),
                 Variant("ace, companion mode, redis sync_rate 0",
-                        ace_node(ace_config(sync), mode="companion")),
+                        lambda: ace_node(ace_config(sync), mode="companion")),
             ]
             for v in variants:
-                stack.enter_context(v.node)
+                v.start(stack)
             run_section("Redis (1 nginx worker)", variants, args.rounds, args.seconds,
                         [("ace redis / Lua stack redis", variants[1].name, variants[0].name)])
     return 0
