@@ -4,7 +4,10 @@ and every field of the schema Kong sees has a description for the generated refe
 from __future__ import annotations
 
 import json
+import os
 import re
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -127,3 +130,13 @@ def test_the_reference_page_lists_every_field_with_its_constraints() -> None:
             assert f"`{json.dumps(value)}`" in row
         if field.get("required"):
             assert "**required**" in row
+
+
+def test_the_site_builds_strictly(tmp_path: Path) -> None:
+    """`mkdocs build --strict`, as .ci/run (not --quiet, which mutes --strict): a page missing
+    from the nav, a broken link or anchor, or an unreadable docstring fails here too."""
+    mkdocs = Path(sys.executable).with_name("mkdocs")
+    proc = subprocess.run([str(mkdocs), "build", "--strict", "--site-dir",
+                           str(tmp_path / "site")], cwd=ROOT, capture_output=True, text=True,
+                          env={**os.environ, "NO_MKDOCS_2_WARNING": "1"}, timeout=300)
+    assert proc.returncode == 0, proc.stdout + proc.stderr

@@ -8,7 +8,10 @@ table ace-guard applies. Shapes (keep them in step with both handler.lua files):
   normalised path), ``host`` (the Host header), ``authority`` (nginx ``$host``), ``headers``
   (``ngx.req.get_headers(1000)``: a string or a list per lower-cased name),
   ``headers_truncated``, ``consumer`` (``id``, ``username``, ``custom_id``), ``credential``,
-  ``anonymous`` (the three flags absent when false), ``service`` (``id``, ``name``);
+  ``anonymous`` (the three flags absent when false), ``service`` (``id``, ``name``), and for a
+  POST with a form or JSON body ``body`` (the buffered body, or ``""`` when it cannot spell
+  ``_method``) or ``body_spilled`` (nginx wrote it to a file, or it is larger than
+  ``body_limit``);
 - verdict (``kong_ace_verdict``): a denial ``{status, body, headers?, summary}`` or an
   admission ``{allow: true, set, clear?, query?, path?, path_if?, path_refusal?,
   response_headers?, authenticate?, anonymous?, summary}``.
@@ -45,7 +48,8 @@ def request_from(ctx: Any) -> Request:
         raise MalformedContext("method and target must be strings")
     raw_path, _, raw_query = target.partition("?")
     path = get("path")
-    if type(path) is not str or not path:
+    normalized = type(path) is str and bool(path)  # Kong's: never normalised a second time
+    if not normalized:
         path = raw_path or "/"
     headers = get("headers")
     # MessagePack.lua packs an empty Lua table as an empty array.
@@ -60,6 +64,7 @@ def request_from(ctx: Any) -> Request:
     # plugin) is not an authenticated caller (SPEC §8).
     credential = consumer is not None and bool(get("credential")) and not get("anonymous")
     host, authority, service = get("host"), get("authority"), get("service")
+    body = get("body")
     return Request(
         method,
         path,
@@ -73,6 +78,9 @@ def request_from(ctx: Any) -> Request:
         authority if type(authority) is str else None,
         credential,
         bool(get("headers_truncated")),
+        normalized,
+        body if type(body) is str or type(body) is bytes else None,
+        get("body_spilled") is True,
     )
 
 
