@@ -114,12 +114,12 @@ def context(pdk: KongPDK) -> None:
     headers, truncated = request_headers(pdk)
     consumer = _pdk(pdk, "kong.client.get_consumer")
     credential = _pdk(pdk, "kong.client.get_credential")
-    caller = None
-    anonymous = False
+    caller = anonymous = None
     if isinstance(consumer, dict):
         caller = _table(id=consumer.get("id"), username=consumer.get("username"),
                         custom_id=consumer.get("custom_id"))
-        anonymous = credential is None or _first(headers.get("x-anonymous-consumer")) == "true"
+        anonymous = (credential is None
+                     or _first(headers.get("x-anonymous-consumer")) == "true" or None)
     method = _pdk(pdk, "kong.request.get_method")
     body, spilled = post_body(pdk, method, headers)
     ctx[REQUEST_KEY] = _table(
@@ -129,11 +129,10 @@ def context(pdk: KongPDK) -> None:
         host=_lua_string(pdk.get_var("http_host")),
         authority=_lua_string(pdk.get_var("host")),
         headers=headers,
-        headers_truncated=truncated,
+        headers_truncated=truncated or None,
         consumer=caller,
-        credential=credential is not None,
+        credential=credential is not None or None,
         anonymous=anonymous,
-        route=_ids(_pdk(pdk, "kong.router.get_route")),
         service=_ids(_pdk(pdk, "kong.router.get_service")),
         body=body,
         body_spilled=spilled,
