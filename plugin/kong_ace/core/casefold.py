@@ -52,7 +52,7 @@ class CaseReadings:
         segments = self.upper_segments
         if len(segments) > 4:
             return not segments.isdisjoint(path.split("/"))
-        for segment in segments:
+        for segment in segments:  # noqa: SIM110 - a generator costs more than the test
             if segment in path:
                 return True
         return False
