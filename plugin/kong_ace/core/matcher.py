@@ -74,6 +74,9 @@ def _host_patterns(hosts: frozenset[str]) -> tuple[frozenset[str], tuple[str, ..
     # anchored ("ajo") against the Host header: a leading '*' stands for one or more of any
     # character (so `*.example.com` takes `a.b.example.com`), a trailing one likewise
     # (`example.*`); kong/db/schema/typedefs.lua `hosts` allows one '*', leftmost or rightmost.
+    # The expressions flavours read them alike (kong/router/transform.lua get_expression: a
+    # leading '*' is a postfix match `http.host =^ ".example.com"`, a trailing one a prefix
+    # match `^=`), so a suffix/prefix test on the lower-cased host covers every flavour.
     # A port in the pattern is dropped here (hosts are compared without their port), which
     # only ever widens the scope.
     plain, suffixes, prefixes = set(), [], []
