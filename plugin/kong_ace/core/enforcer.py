@@ -52,6 +52,7 @@ class Enforcer:
         # a second look (monitor mode, lifecycle headers). Unused, they cost one attribute test.
         self._gone = {uid: lc for uid, lc in cat.lifecycles.items() if lc.refuse}
         self._reviewed = cat.monitoring or bool(cat.lifecycles)
+        self._keys_by_app: dict[str, list[Any]] | None = None  # decide_as only
 
     @property
     def warnings(self) -> list[str]:
@@ -137,9 +138,9 @@ class Enforcer:
             return d.PASS
         upstream_path = s.upstream_path
         if self._gone:
-            lc = self._gone.get(op.uid)
-            if lc is not None and lc.gone(self._clock()):
-                return deny(410, d.SUNSET, operation_id=op.id)
+            gone = self._sunset(op)
+            if gone is not None:
+                return gone
 
         consumer = req.consumer
         if consumer is not None and (req.credential is False or s.anonymous):
@@ -264,6 +265,60 @@ class Enforcer:
         return Decision(True, None, None, headers, upstream, clear, clear_query, op.id, app.id,
                         package, api, consumer, upstream_path)
 
+
+    def _sunset(self, op: Operation) -> Decision | None:
+        lc = self._gone.get(op.uid)
+        if lc is not None and lc.gone(self._clock()):
+            return deny(410, d.SUNSET, operation_id=op.id)
+        return None
+
+    # --- replay (kong-ace replay: logs name the application, never its key) -------------------
+
+    def decide_as(self, req: Request, application: str | None) -> Decision:
+        """Decide ``req`` as if ``application`` had authenticated; None: no application.
+
+        Keys in the request never count (logs must not be needed to hold them): the key headers
+        and query arguments are dropped. The application counts as authenticated while it has
+        a usable key, a consumer mapping, or the operation takes tokens (a token in a log cannot
+        be checked again); it is refused as its key would be otherwise.
+        """
+        cat = self.catalog
+        names = cat.key_header_names
+        headers = {k: v for k, v in _lower_keys(req.headers).items() if k not in names}
+        query = req.query
+        if query:
+            query = {k: v for k, v in query.items() if k not in cat.key_names}
+        req = replace(req, headers=headers, query=query)
+        m = self._route(req, headers)
+        op = m.operation
+        plan = None if op is None else self._auth_plans.get(op.uid)
+        if application is None or op is None or m.screened.refusal is not None or (
+                plan is not None and plan.open):
+            return self.decide(req, m)
+        dec = self._sunset(op) if self._gone else None
+        if dec is None:
+            dec = self._decide_as(op, cat.applications.get(application), plan is None, m)
+        return self._review(dec, req, headers, m) if self._reviewed else dec
+
+    def _decide_as(self, op: Operation, app: Application | None, by_key: bool,
+                   m: Routed) -> Decision:
+        if app is None:  # gone from the config: its key is an unknown key now
+            return deny(401, d.UNAUTHORIZED, d.KEY_CHALLENGE, operation_id=op.id)
+        if by_key and app.consumer is None:
+            if self._keys_by_app is None:  # built on the first replayed request
+                self._keys_by_app = {}
+                for c in self.catalog.credentials.values():
+                    self._keys_by_app.setdefault(c.application.id, []).append(c)
+            creds = self._keys_by_app.get(app.id, [])
+            now = self._clock()
+            if not any(c.status == "active" and (c.expires_at is None or c.expires_at > now)
+                       for c in creds):
+                message = (d.UNAUTHORIZED if not creds else d.KEY_REVOKED
+                           if all(c.status != "active" for c in creds) else d.KEY_EXPIRED)
+                return deny(401, message, d.KEY_CHALLENGE, operation_id=op.id)
+        s = m.screened
+        return self._authorize(op, app, s.ace_headers, app.consumer, (), s.strip_query,
+                               s.upstream_path)
 
     # --- monitor mode and lifecycle headers (docs/operations.md, docs/concepts.md) -------------
 
