@@ -284,11 +284,14 @@ class Enforcer:
         """
         cat = self.catalog
         names = cat.key_header_names
-        headers = {k: v for k, v in _lower_keys(req.headers).items() if k not in names}
+        headers = _lower_keys(req.headers)
+        if any(n in headers for n in names):
+            headers = {k: v for k, v in headers.items() if k not in names}
         query = req.query
-        if query:
+        if query and any(n in query for n in cat.key_names):
             query = {k: v for k, v in query.items() if k not in cat.key_names}
-        req = replace(req, headers=headers, query=query)
+        req = Request(req.method, req.path, headers, query, req.host, req.service, req.consumer,
+                      req.target, req.authority, req.credential, req.headers_truncated)
         m = self._route(req, headers)
         op = m.operation
         plan = None if op is None else self._auth_plans.get(op.uid)
