@@ -55,8 +55,8 @@ def render(record: Field) -> str:
     out = [_INTRO]
     for path, rows in sections.items():
         out.append(f"## `{path}` {{#{_anchor(path)}}}\n")
-        out.append("| field | type | default | constraints | description |")
-        out.append("|---|---|---|---|---|")
+        out.append("| field | type, default, constraints | description |")
+        out.append("|---|---|---|")
         out.extend(rows)
         out.append("")
     return "\n".join(out)
@@ -73,19 +73,24 @@ exist, ambiguous templates, one of `spec_file` / `spec` / `operations`, …) com
 described in [Configuration](configuration.md). This page is generated when the site is built,
 so it cannot drift from the code.
 
-**required** means Kong refuses a config without the field; a required field with a default
-is filled in by Kong when left out. Arrays of records link to the table of their elements.
+**required** means Kong refuses a config without the field, unless Kong can fill it in: a
+field with a default takes it, and a required record left out is built from its fields'
+defaults (Kong 3.9.1, `kong/db/schema/init.lua`, `handle_missing_field`). Records, and arrays
+of records, link to the table of their fields.
 """
 
 
 def _row(path: str, name: str, field: Field) -> str:
-    kind = _type(path, name, field)
-    default = _code(field["default"]) if "default" in field else ""
+    lines = [_type(path, name, field)]
+    if "default" in field:
+        lines.append(f"default {_code(field['default'])}")
     constraints = _constraints(field)
     if field.get("required"):
         constraints = ["**required**", *constraints]
-    description = field.get("description", "").replace("|", "\\|").replace("\n", " ")
-    return f"| `{name}` | {kind} | {default} | {'; '.join(constraints)} | {description} |"
+    if constraints:
+        lines.append("; ".join(constraints))
+    description = table_text(field.get("description", ""))
+    return f"| `{name}` | {'<br>'.join(lines)} | {description} |"
 
 
 def _type(path: str, name: str, field: Field) -> str:
@@ -137,6 +142,14 @@ def _child_path(path: str, name: str, field: Field) -> str:
 
 def _anchor(path: str) -> str:
     return path.replace("[]", "").replace(".", "-").replace("_", "-")
+
+
+def table_text(text: str) -> str:
+    """Plain text for a Markdown table cell: no markup, no HTML, one line."""
+    text = text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+    for char in "\\`*_[]|":
+        text = text.replace(char, "\\" + char)
+    return text.replace("\n", " ")
 
 
 def _code(value: Any) -> str:
