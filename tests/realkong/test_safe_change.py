@@ -26,7 +26,7 @@ import pytest
 import yaml
 
 from tests.gateway.scrape import delta, free_port, labels, scrape
-from tests.gateway.support import KEYS, SPECS, outcomes_config
+from tests.gateway.support import DENIALS, KEYS, SPECS, outcomes_config
 from tests.realkong.kong import KongNode, Upstream, ace_config, header
 
 FLIGHTS = "/flights/v1/flights"
@@ -34,19 +34,6 @@ BOOKINGS = "/bookings/v2/bookings"
 SEATS = "/flights/v1/flights/BA1/seats"
 IDENTITY = ("X-ACE-Operation-ID", "X-ACE-Application-ID", "X-ACE-Package", "X-ACE-API")
 
-# (path, key, method, would-be status, reason, operation, application)
-DENIALS = [
-    ("/nowhere", "good", "GET", 404, "no_operation", None, None),
-    ("/flights/v1/airports/JFK", "good", "DELETE", 405, "method_not_allowed", None, None),
-    (FLIGHTS, None, "GET", 401, "no_key", "listFlights", None),
-    (FLIGHTS, "not-a-key", "GET", 401, "unknown_key", "listFlights", None),
-    (FLIGHTS, "revoked", "GET", 401, "revoked", "listFlights", None),
-    (FLIGHTS, "expired", "GET", 401, "expired", "listFlights", None),
-    (FLIGHTS, "unregistered", "GET", 403, "not_registered", "listFlights", "unregistered"),
-    (BOOKINGS, "pending", "GET", 403, "pending", "listBookings", "pending"),
-    (BOOKINGS, "rejected", "GET", 403, "rejected", "listBookings", "rejected"),
-    (BOOKINGS, "regrevoked", "GET", 403, "registration_revoked", "listBookings", "regrevoked"),
-]
 
 
 def ace(**overrides: Any) -> dict[str, Any]:
