@@ -197,3 +197,31 @@ def test_bad_config_and_missing_log_exit_2(tmp_path: Path) -> None:
     proc = kong_ace("replay", "--config", str(write_deck(tmp_path)), str(log),
                     str(tmp_path / "missing.log"))
     assert proc.returncode == 2 and "missing.log: no such log file" in proc.stderr
+
+
+def test_progress_bar_only_on_a_terminal(tmp_path: Path) -> None:
+    import os
+    import pty
+    import subprocess
+    import sys
+
+    log = write_log(tmp_path / "a.log", [web(at=T0 + i * 1000) for i in range(50)])
+    deck = write_deck(tmp_path)
+    args = [sys.executable, "-m", "kong_ace.ops.cli", "replay", "--config", str(deck), str(log)]
+    piped = subprocess.run(args, capture_output=True, text=True, timeout=60)
+    assert piped.returncode == 0 and "replaying" not in piped.stderr
+    main, child = pty.openpty()
+    proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=child,
+                            env={**os.environ, "TERM": "xterm"})
+    os.close(child)
+    seen = b""
+    while True:
+        try:
+            chunk = os.read(main, 4096)
+        except OSError:
+            break
+        if not chunk:
+            break
+        seen += chunk
+    assert proc.wait(timeout=60) == 0
+    assert b"replaying" in seen

@@ -285,13 +285,15 @@ class Enforcer:
         cat = self.catalog
         names = cat.key_header_names
         headers = _lower_keys(req.headers)
-        if any(n in headers for n in names):
-            headers = {k: v for k, v in headers.items() if k not in names}
         query = req.query
-        if query and any(n in query for n in cat.key_names):
-            query = {k: v for k, v in query.items() if k not in cat.key_names}
-        req = Request(req.method, req.path, headers, query, req.host, req.service, req.consumer,
-                      req.target, req.authority, req.credential, req.headers_truncated)
+        keyed_query = bool(query) and any(n in query for n in cat.key_names)
+        if keyed_query or any(n in headers for n in names):
+            if keyed_query:
+                query = {k: v for k, v in query.items() if k not in cat.key_names}
+            headers = {k: v for k, v in headers.items() if k not in names}
+            req = Request(req.method, req.path, headers, query, req.host, req.service,
+                          req.consumer, req.target, req.authority, req.credential,
+                          req.headers_truncated)
         m = self._route(req, headers)
         op = m.operation
         plan = None if op is None else self._auth_plans.get(op.uid)
