@@ -194,12 +194,27 @@ def build_server(mode: str, plugin: str = PLUGIN_MODULE, event_timeout: float = 
 
 
 def listen(path: str, backlog: int) -> socket.socket:
-    """A listening Unix socket at ``path``, replacing a predecessor's file (as Kong does)."""
-    if os.path.exists(path):
-        os.remove(path)
+    """A listening Unix socket at ``path``, replacing a predecessor's file (as Kong does).
+
+    The socket listens under a temporary name first and is then renamed over ``path``: a
+    connect always finds the predecessor or us. Removing the old file first left a gap (the
+    first gevent socket builds the hub: tens of ms on a busy machine) in which Kong's connects
+    failed with ENOENT, and Kong lets those requests through (seen in ``kong reload``).
+    """
     listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    listener.bind(path)
+    staging = f"{path}.{os.getpid()}.new"
+    try:
+        with contextlib.suppress(FileNotFoundError):
+            os.remove(staging)
+        listener.bind(staging)
+    except OSError:  # e.g. the longer name does not fit in sun_path: replace in two steps
+        staging = path
+        with contextlib.suppress(FileNotFoundError):
+            os.remove(path)
+        listener.bind(path)
     listener.listen(backlog)
+    if staging != path:
+        os.replace(staging, path)
     return listener
 
 
@@ -252,6 +267,9 @@ def serve(path: str, server: Any, mode: str, backlog: int = 4096, *,
     stopping: list[bool] = []
     parent = os.getppid()
     hand_over = handoff == "on" or (handoff == "auto" and _is_nginx(parent))
+    # The nginx master outlives its workers across `kong reload`: while it runs, a new worker 0
+    # will start a successor (our own parent may be an old worker on its way out).
+    kong = _parent_of(parent) if _is_nginx(parent) else parent
     if mode == "gevent":
         import gevent
         from gevent.server import StreamServer
@@ -264,7 +282,7 @@ def serve(path: str, server: Any, mode: str, backlog: int = 4096, *,
             stopping.append(True)
             _tell(ready_fd, b"D")
             if hand_over and ours is not None and _still(path, ours):
-                _hand_over(path, ours, parent, drain_timeout, metrics_httpd, gevent.sleep)
+                _hand_over(path, ours, kong, HANDOVER_MAX, metrics_httpd, gevent.sleep)
             stream.close()  # stop accepting; Kong's connections stay served
             remove_if_ours(path, ours)
             _drain(server, connections, drain_timeout, gevent.sleep)
@@ -275,7 +293,7 @@ def serve(path: str, server: Any, mode: str, backlog: int = 4096, *,
         stream.start()
         _tell(ready_fd, b"R")
         stream.serve_forever()
-        gevent.sleep(3 * drain_timeout + 1)  # closed by stop(): its greenlet ends the process
+        gevent.sleep(HANDOVER_MAX + drain_timeout + 1)  # stop()'s greenlet ends the process
     else:
         def stop(*_: Any) -> None:
             if not stopping:
@@ -304,6 +322,7 @@ def serve(path: str, server: Any, mode: str, backlog: int = 4096, *,
 
 
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
+HANDOVER_MAX = 120.0  # seconds a handed-over socket waits for Kong's successor at most
 SUCCESSOR_POLL = 0.05  # seconds between two looks at the socket file while handing over
 LAST_ACCEPTS = 0.1  # keep accepting this long after the successor took the path
 
@@ -323,6 +342,15 @@ def _is_nginx(pid: int) -> bool:
         return False
 
 
+def _parent_of(pid: int) -> int:
+    """The parent of process ``pid`` (``pid`` itself if unknown)."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return int(f.read().rsplit(")", 1)[1].split()[1])
+    except (OSError, ValueError, IndexError):
+        return pid
+
+
 def _still(path: str, ours: tuple[int, int, int]) -> bool:
     try:
         return _identity(path) == ours
@@ -331,13 +359,12 @@ def _still(path: str, ours: tuple[int, int, int]) -> bool:
 
 
 def _alive(pid: int) -> bool:
+    # A zombie is not running (PID 1 may never reap a stopped nginx master here).
     try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except (OSError, IndexError):
         return False
-    except PermissionError:
-        return True
-    return True
 
 
 def _hand_over(path: str, ours: tuple[int, int, int], kong: int, timeout: float,
@@ -347,8 +374,8 @@ def _hand_over(path: str, ours: tuple[int, int, int], kong: int, timeout: float,
     Kong respawns a managed server only once its process has exited and its stdout closed
     (process.lua ``pluginserver_timer``: ``grab_logs`` until "closed", then ``proc:wait``),
     so the copy gives up stdout/stderr and the metrics port to the successor. Returns in the
-    copy once the successor has replaced the socket file, Kong's worker is gone (no respawn:
-    ``kong stop``) or ``timeout`` has passed.
+    copy once the successor has replaced the socket file, Kong is gone (``kong``: the nginx
+    master, which a ``kong reload`` keeps and ``kong stop`` ends) or ``timeout`` has passed.
     """
     log.info("stopping: handing the socket over; Kong starts the successor, this process "
              "keeps serving until it listens (logs of the rest of the drain are discarded)")
