@@ -22,13 +22,14 @@ from typing import Any
 
 import pytest
 
-from tests.gateway.support import outcomes_config
+from tests.gateway.support import KEYS, outcomes_config
 from tests.realkong.kong import VENV_BIN, KongNode, Upstream, ace_config
 
 CLIENTS = 4
 WORKERS = 2
 REFUSED = "/flights/v1/flights"  # no key: 401 from ACE
 SETTLE = 1.5  # seconds of load after a fault once the new server serves
+PLUGIN_ID = "5e1f0c2a-7d4b-4f0e-9a51-3c8b2d6e9f10"
 
 
 @dataclass
@@ -156,7 +157,8 @@ def kong_errors(text: str) -> Counter[str]:
     for line in text.splitlines():
         if ("[error]" in line or "[warn]" in line or "[crit]" in line) and (
                 "mp_rpc" in line or "ace" in line):
-            message = re.sub(r"#\d+|\d{4,}", "N", line.split("] ", 2)[-1].split(", client")[0])
+            message = line.split("#0: ", 1)[-1].split(", client")[0]
+            message = re.sub(r"^\*\d+ |#\d+|\d{4,}|/tmp/\S+/", "", message)
             found[message[:160]] += 1
     return found
 
@@ -266,3 +268,34 @@ def test_a_decision_slower_than_kongs_timeout(
         assert passed == 0 and statuses == {503: 3}
     else:
         assert passed == 3  # Kong's own fail-open: documented (docs/running.md)
+
+
+def test_the_last_good_config_survives_a_restart_of_the_server(
+        kong_node: Callable[..., KongNode], upstream: Upstream) -> None:
+    """Kong holds a config ACE rejects; the server restarts: still the last good config."""
+    good = ace_config(upstream.url, outcomes_config())
+    good["plugins"][0]["id"] = PLUGIN_ID  # the same plugin entity in both configs
+    node = kong_node(good, mode="companion", workers=1)
+    key = {"apikey": KEYS["good"]}
+    assert node.request("GET", REFUSED, key).status == 200
+    rejected = ace_config(upstream.url, outcomes_config())
+    rejected["plugins"][0]["id"] = PLUGIN_ID
+    rejected["plugins"][0]["config"]["packages"][0]["operations"].append({"api": "nope"})
+    status, body = node.post_config(rejected)
+    assert status == 201, body  # Kong's schema accepts it; ACE does not
+    assert node.request("GET", REFUSED, key).status == 200  # the last good one decides
+    old = serving_pid(node)
+    os.kill(old, signal.SIGKILL)
+    wait(fresh_serving(node, old), "Kong's respawn")
+    # Before: the new process had no last good config: StartInstance failed, every request 500.
+    answers = Counter(node.request("GET", REFUSED, key).status for _ in range(5))
+    assert answers == {200: 5}, answers
+    assert node.request("GET", REFUSED).status == 401
+    from kong_ace.testing import KongRPC
+
+    rpc = KongRPC(str(node.socket), timeout=10)
+    (rejection,) = rpc.call("plugin.GetStatus")["Plugins"]["ace"]["Rejected"]
+    rpc.close()
+    assert rejection["PluginId"] == PLUGIN_ID and rejection["Serving"]  # status says so
+    files = list((node.prefix / "kong-ace-last-good").iterdir())
+    assert [oct(f.stat().st_mode & 0o777) for f in files] == ["0o600"]
