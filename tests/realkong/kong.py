@@ -97,6 +97,11 @@ def free_port() -> int:
 # The upstream
 
 
+# http.server refuses a request with more than 100 header lines (431, http.client._MAXHEADERS);
+# the upstream must see whatever Kong forwards, so the 101st-header cases reach it.
+http.client._MAXHEADERS = max(http.client._MAXHEADERS, 10_000)  # type: ignore[attr-defined]
+
+
 class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
     server: _UpstreamServer
@@ -230,6 +235,14 @@ def ace_config(upstream_url: str, ace: dict[str, Any], *,
     return config
 
 
+def _probe_service(host: str) -> dict[str, Any]:
+    """A route on ``host`` whose pre-function answers before any ACE plugin runs."""
+    code = f"return kong.response.exit(200, {{ kong_ace_probe = {json.dumps(host)} }})"
+    return {"name": host.split(".")[0], "url": "http://127.0.0.1:9",
+            "routes": [{"name": host.split(".")[0], "hosts": [host], "paths": ["/"],
+                        "plugins": [{"name": "pre-function", "config": {"access": [code]}}]}]}
+
+
 COMPANIONS = [{"name": "ace-context"}, {"name": "ace-guard"}]
 
 
@@ -306,6 +319,7 @@ class KongNode:
         self.extra_conf = dict(conf or {})
         self._supervisor: subprocess.Popen[bytes] | None = None
         self._master: int | None = None
+        self._probes = 0
         self.started = False
 
     # -- configuration -------------------------------------------------------------------------
@@ -512,10 +526,31 @@ class KongNode:
         resp = self._http(self.admin_port, method, path, None, body, 30.0)
         return resp.status, resp.json if resp.json is not None else resp.body
 
-    def post_config(self, declarative: dict[str, Any]) -> tuple[int, Any]:
-        """POST /config (DB-less): the companions are added in companion mode."""
+    def post_config(self, declarative: dict[str, Any], *, wait: bool = True) -> tuple[int, Any]:
+        """POST /config (DB-less): the companions are added in companion mode.
+
+        Kong answers before its workers rebuild their router and plugins (a worker event,
+        kong/db/declarative/import.lua ``load_into_cache_with_events``); with ``wait`` a probe
+        route added to the config (a pre-function, which runs before every ACE plugin) tells
+        when every worker serves the new config.
+        """
         self.declarative = _with_mode(declarative, self.mode)
-        return self.admin("POST", "/config", self.declarative)
+        self._probes += 1
+        probe = f"probe-{self._probes}.kong-ace.invalid"
+        body = dict(self.declarative)
+        if wait:
+            body["services"] = [*body.get("services", []), _probe_service(probe)]
+        status, answer = self.admin("POST", "/config", body)
+        if wait and status in (200, 201):
+            self._wait(lambda: self._probe(probe), "every worker to load the posted config")
+        return status, answer
+
+    def _probe(self, host: str) -> bool:
+        for _ in range(4 * self.workers):  # a connection each: any worker may answer
+            resp = self.request("GET", "/", {"Host": host})
+            if resp.json != {"kong_ace_probe": host}:
+                return False
+        return True
 
     def raw(self, data: bytes, timeout: float = 10.0) -> bytes:
         """Send ``data`` on a raw socket to the proxy; the bytes read until one full answer."""
