@@ -19,12 +19,13 @@ import threading
 import time
 from typing import Any
 
+from kong_ace.gateway.last_good import DIR_NAME as LAST_GOOD_DIR  # stdlib only: safe pre-patch
+
 NAME = "ace"
 DEFAULT_MODE = "gevent"  # measured ~3x cheaper per request than threading (notes/issue-3.md)
 # Kong's default socket for plugin server <name> is <prefix>/<name>.socket
 # (kong/conf_loader/init.lua, pluginserver_<name>_socket): relying on defaults must work.
 SOCKET_NAME = f"{NAME}.socket"
-LAST_GOOD_DIR = "kong-ace-last-good"  # under the prefix (gateway/last_good.py)
 DRAIN_TIMEOUT = 10.0  # seconds a stopping server waits for Kong to let its connections go
 
 METRICS_ENV = "KONG_ACE_METRICS_LISTEN"
