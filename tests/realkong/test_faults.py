@@ -168,6 +168,15 @@ def report(mode: str, fault: str, tally: Tally) -> None:
           f"{tally.line()}")
 
 
+def conclude(node: KongNode, mode: str, faults: list[tuple[str, Tally, bool]]) -> None:
+    """Stop the node, print every fault's counts, then check each (graceful or not)."""
+    node.cleanup()
+    for name, tally, _ in faults:
+        report(mode, name, tally)
+    for _, tally, graceful in faults:
+        check(mode, tally, graceful=graceful)
+
+
 def check(mode: str, tally: Tally, *, graceful: bool) -> None:
     assert tally.errors == 0
     if mode == "companion":
@@ -181,22 +190,27 @@ def check(mode: str, tally: Tally, *, graceful: bool) -> None:
         assert set(tally.statuses) == {401}, tally.statuses  # not one 503 nor 500
 
 
+def kill(sig: signal.Signals) -> Callable[[int], None]:
+    return lambda pid: os.kill(pid, sig)
+
+
+def restart(node: KongNode, upstream: Upstream, send: Callable[[int], None], processes: int,
+            what: str) -> Tally:
+    """Under load, ``send(pid of the serving process)``; on until a new one serves and only
+    ``processes`` server processes are left (the old one has let Kong go)."""
+    old = serving_pid(node)
+    return run_fault(node, upstream, lambda: send(old),
+                     lambda: (wait(fresh_serving(node, old), what), settled(node, processes)))
+
+
 @pytest.mark.parametrize("mode", ["companion", "classic"])
 def test_kong_managed_server_sigterm_sigkill_and_reload(
         mode: str, kong_node: Callable[..., KongNode], upstream: Upstream) -> None:
     node = kong_node(ace_config(upstream.url, outcomes_config()), mode=mode, workers=WORKERS)
-
-    first = serving_pid(node)
-    sigterm = run_fault(node, upstream, lambda: os.kill(first, signal.SIGTERM),
-                        lambda: (wait(fresh_serving(node, first), "Kong's respawn"),
-                                 settled(node, 1)))
-    report(mode, "SIGTERM, Kong respawns", sigterm)
+    sigterm = restart(node, upstream, kill(signal.SIGTERM), 1, "Kong's respawn")
 
     second = serving_pid(node)
     before = set(node.server_pids())
-
-    def reload() -> None:
-        node.reload()
 
     def old_server_stopped() -> None:
         # The new workers' worker 0 starts a new server; the old worker 0 stops the old one
@@ -205,20 +219,12 @@ def test_kong_managed_server_sigterm_sigkill_and_reload(
         wait(lambda: all(gone(p)() for p in before), "the old server to stop", timeout=60)
         settled(node, 1)
 
-    reloaded = run_fault(node, upstream, reload, old_server_stopped)
-    report(mode, "kong reload", reloaded)
-
-    third = serving_pid(node)
-    killed = run_fault(node, upstream, lambda: os.kill(third, signal.SIGKILL),
-                       lambda: (wait(fresh_serving(node, third), "Kong's respawn"),
-                                settled(node, 1)))
-    report(mode, "SIGKILL, Kong respawns", killed)
+    reloaded = run_fault(node, upstream, node.reload, old_server_stopped)
+    killed = restart(node, upstream, kill(signal.SIGKILL), 1, "Kong's respawn")
     assert "Traceback" not in node.error_log()
-
-    node.cleanup()
-    check(mode, sigterm, graceful=True)
-    check(mode, reloaded, graceful=True)
-    check(mode, killed, graceful=False)
+    conclude(node, mode, [("SIGTERM, Kong respawns", sigterm, True),
+                          ("kong reload", reloaded, True),
+                          ("SIGKILL, Kong respawns", killed, False)])
 
 
 @pytest.mark.parametrize("mode", ["companion", "classic"])
@@ -228,24 +234,13 @@ def test_supervised_server_sighup_and_sigkill_of_the_child(
                      server="supervised")
     supervisor = node._supervisor
     assert supervisor is not None
-    first = serving_pid(node)
-    hup = run_fault(node, upstream, lambda: supervisor.send_signal(signal.SIGHUP),
-                    lambda: (wait(fresh_serving(node, first), "the new child"), settled(node, 2)))
-    report(mode, "SIGHUP of the supervisor", hup)
-    second = serving_pid(node)
-    term = run_fault(node, upstream, lambda: os.kill(second, signal.SIGTERM),
-                     lambda: (wait(fresh_serving(node, second), "the supervisor's restart"),
-                                    settled(node, 2)))
-    report(mode, "SIGTERM of the supervised child", term)
-    third = serving_pid(node)
-    killed = run_fault(node, upstream, lambda: os.kill(third, signal.SIGKILL),
-                       lambda: (wait(fresh_serving(node, third), "the supervisor's restart"),
-                                      settled(node, 2)))
-    report(mode, "SIGKILL of the supervised child", killed)
-    node.cleanup()
-    check(mode, hup, graceful=True)
-    check(mode, term, graceful=True)
-    check(mode, killed, graceful=False)
+    hup = restart(node, upstream, lambda _: supervisor.send_signal(signal.SIGHUP), 2,
+                  "the new child")
+    term = restart(node, upstream, kill(signal.SIGTERM), 2, "the supervisor's restart")
+    killed = restart(node, upstream, kill(signal.SIGKILL), 2, "the supervisor's restart")
+    conclude(node, mode, [("SIGHUP of the supervisor", hup, True),
+                          ("SIGTERM of the supervised child", term, True),
+                          ("SIGKILL of the supervised child", killed, False)])
 
 
 @pytest.mark.parametrize("mode", ["companion", "classic"])
