@@ -282,7 +282,7 @@ def test_a_step_from_before_a_restart_never_lands_in_another_event() -> None:
 
 
 def test_event_ids_start_at_a_random_base_in_each_process() -> None:
-    bases = {PluginServer("ace", noop, GreenletEvent)._next_event for _ in range(5)}
+    bases = {next(PluginServer("ace", noop, GreenletEvent)._event_ids) for _ in range(5)}
     assert len(bases) == 5 and all(0 < b < 2**53 for b in bases)
     assert rpc_module.INSTANCE_GRACE > 0
 

@@ -28,6 +28,7 @@ from typing import Any, NamedTuple
 from cachetools import TTLCache
 
 from kong_ace.core.decision import IDENTITY_HEADERS, UNEXPECTED, Decision, Request
+from kong_ace.core.logsafe import escape
 from kong_ace.core.matcher import Match
 from kong_ace.core.normalize import normalize_path
 from kong_ace.core.target import ANONYMOUS_HEADER, ESCAPED_SLASH
@@ -60,6 +61,9 @@ CLEAR_IDENTITY = {name: CLEAR for name in IDENTITY_HEADERS}
 # kong.request.get_headers() reads at most this many header lines (ngx.req.get_headers default,
 # kong/pdk/request.lua get_headers): that many back means some may be missing.
 MAX_HEADERS = 100
+# Classic mode reads a POST form/JSON body under an API up to this size (Content-Length);
+# a larger or chunked one is left uninspected (uninspected_body_action).
+BODY_LIMIT = 64 * 1024
 BAD_REQUEST_BODY = {"message": ESCAPED_SLASH}
 
 
@@ -222,18 +226,41 @@ class Plugin:
         query = parse_query(raw_query) if raw_query else {}
         req = Request(method, path, headers, query, _first(headers.get("host")), service, None,
                       uri, authority, None, _line_count(headers) >= MAX_HEADERS)
-        routed = None
-        if c.needs_consumer:
-            # The consumer only matters once an operation matched; the trie lookup is cheaper
-            # than the round trip, and decide() reuses it.
+        # Routed here (decide() reuses it): the consumer and the body only matter once an
+        # operation matched, and the trie lookup is cheaper than a round trip.
+        routed = c.enforcer.route(req)
+        if routed.screened.needs_body:  # type: ignore[attr-defined]
+            # A POST form/JSON body under an API may hold `_method` (Laravel): one read.
+            req.body = _read_body(kong, headers)
+            req.body_spilled = req.body is None
             routed = c.enforcer.route(req)
-            if routed.operation is not None:
-                consumer = req.consumer = _v(kong.client.get_consumer())
-                if consumer is not None and _needs_credential(c, consumer, headers):
-                    # Another plugin's anonymous consumer has no credential (key-auth
-                    # set_consumer): one more read, only for a consumer ACE would trust.
-                    req.credential = bool(_v(kong.client.get_credential()))
+        if c.needs_consumer and routed.operation is not None:
+            consumer = req.consumer = _v(kong.client.get_consumer())
+            if consumer is not None and _needs_credential(c, consumer, headers):
+                # Another plugin's anonymous consumer has no credential (key-auth
+                # set_consumer): one more read, only for a consumer ACE would trust.
+                req.credential = bool(_v(kong.client.get_credential()))
         return req, raw_query, routed
+
+
+def _read_body(kong: Any, headers: Mapping[str, Any]) -> bytes | None:
+    """The POST body when it can be read safely; None: left uninspected.
+
+    kong.request.get_raw_body(0) reads the body from memory or from nginx's temporary file.
+    Only a body whose Content-Length is at most BODY_LIMIT is read: Kong 3.9.1 packs the
+    result as binary (kong/runloop/plugin_servers/rpc/mp_rpc.lua must_fix fix_raw), and the
+    nil get_raw_body returns for a body it cannot read raises in Kong (a 500). Not
+    kong.request.get_body: Kong's get_step_method takes a `_method` key of any table a PDK
+    call returns as the RPC method of the reply, so a form with `_method=DELETE` turns the
+    reply into an unknown RPC method, and Kong lets the request through unchecked.
+    """
+    length = _first(headers.get("content-length"))
+    if not isinstance(length, str) or not length.isdigit() or int(length) > BODY_LIMIT:
+        return None  # chunked, or too large to read at every request
+    body = _v(kong.request.get_raw_body(0))
+    if isinstance(body, str):
+        return body.encode("utf-8", "surrogateescape")
+    return body if isinstance(body, bytes) else None
 
 
 def _first(value: Any) -> Any:
@@ -276,7 +303,8 @@ def apply(kong: Any, d: Decision, raw_query: str, c: Compiled, path: str | None 
         consumer = CONSUMERS.get(kong, d.consumer)
         if consumer is None:
             # Like key-auth with a missing anonymous consumer: a configuration fault, a 500.
-            log.error("ace: consumer '%s' is configured but Kong has no such consumer", d.consumer)
+            log.error("ace: consumer '%s' is configured but Kong has no such consumer",
+                      escape(d.consumer))
             kong.response.exit(500, ERROR_BODY)
             return True
         _v(kong.client.authenticate(consumer, None))

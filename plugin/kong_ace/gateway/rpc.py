@@ -7,6 +7,7 @@ responses ``[1, id, error, result]``, notifications ``[2, label, args]``.
 from __future__ import annotations
 
 import gc
+import itertools
 import json
 import logging
 import os
@@ -30,6 +31,7 @@ STEP_METHODS = frozenset(
     for m in ("Step", "StepMultiMap", "StepCredential", "StepConsumer", "StepRoute",
               "StepService", "StepMemoryStats", "StepError")
 )
+EVENT_METHODS = STEP_METHODS | {"plugin.HandleEvent"}
 EVENT_TTL = 300.0  # an event Kong never stepped again (its request died) is dropped after this
 PRUNE_EVERY = 1024
 # Kong drops its claim on an instance without CloseInstance when StartInstance fails, on "no
@@ -87,7 +89,7 @@ class PluginServer:
         # Step for an event of the previous process must find no event here, never another
         # request's (Lua numbers are doubles: ids stay below 2**53).
         self._next_instance = random.randrange(1, 2**30)
-        self._next_event = random.randrange(1, 2**52)
+        self._event_ids = itertools.count(random.randrange(1, 2**52))  # next() holds the GIL
         self._order = 0
         self._last_reap = clock()
         self.handlers: dict[str, Callable[..., Any]] = {
@@ -246,9 +248,7 @@ class PluginServer:
             raise RPCError(f"no plugin instance #{iid}")
         now = self.clock()
         inst.used = now
-        with self._lock:
-            eid = self._next_event
-            self._next_event += 1
+        eid = next(self._event_ids)
         if eid % PRUNE_EVERY == 0:
             self._prune()
         if now - self._last_reap >= REAP_EVERY:
@@ -310,9 +310,9 @@ class PluginServer:
         handler = self.handlers.get(method) if isinstance(method, str) else None
         if handler is None:
             raise RPCError(f"RPC method {method!r} is not supported")
-        if not isinstance(args, list):
+        if type(args) is not list:
             args = [args]
-        if method == "plugin.HandleEvent" or method in STEP_METHODS:
+        if method in EVENT_METHODS:
             try:
                 return handler(*args)
             except RPCError:

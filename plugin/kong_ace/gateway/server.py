@@ -161,10 +161,15 @@ def keep_last_good(args: argparse.Namespace) -> None:
 
 
 def _configure_logging(verbose: int) -> None:
+    from kong_ace.core.logsafe import EscapingFilter  # no sockets: safe pre-patch
+
     logging.basicConfig(
         level=logging.DEBUG if verbose >= 2 else logging.INFO if verbose == 1
         else logging.WARNING,
         format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    # Kong copies the server's stderr into its error log: no request may forge a line there.
+    for handler in logging.getLogger().handlers:
+        handler.addFilter(EscapingFilter())
 
 
 def start_metrics(args: argparse.Namespace, server: Any) -> Any:
