@@ -178,6 +178,11 @@ class CompiledCache:
         with self._lock:
             return list(self._rejections.values())
 
+    def rejection(self, pid: str | None) -> Rejection | None:
+        """The current rejection of plugin ``pid``, if its latest config was rejected."""
+        with self._lock:
+            return self._rejections.get(pid) if pid is not None else None
+
     def status(self) -> dict[str, Any]:
         """What GetStatus reports about compiled configs (keys only ever added)."""
         with self._lock:
@@ -232,6 +237,7 @@ class CompiledCache:
         if good is None:
             exc = ConfigError(place, problem)
             exc.logged = True  # type: ignore[attr-defined]
+            exc.rejected = (pid, key)  # type: ignore[attr-defined]  # plugin.py: fail closed
             raise exc
         self._last_good.move_to_end(pid)  # type: ignore[arg-type]
         return self._use(good)
