@@ -23,6 +23,7 @@ from kong_ace.core.reasons import (  # noqa: F401 - the vocabulary, re-exported 
 
 INTERNAL_ERROR = "internal_error"  # the plugin failed; Kong answers 500
 CONSUMER_NOT_FOUND = "consumer_not_found"  # a mapped consumer Kong does not know: 500
+CONFIG_REJECTED = "config_rejected"  # ACE rejected the config and has no good one: 500
 COMPANIONS_MISSING = "companions_missing"  # companions: required, and ace-context did not run
 
 SUMMARY_KEY = "ace"  # kong.log.set_serialize_value("ace", summary): Kong's log records' key
