@@ -193,3 +193,16 @@ def test_a_decoded_reading_is_explained(tmp_path):
     assert report["status"] == 400
     assert "percent-decoding upstream reads /files/users/export" in steps(report)[
         "confusion"]["outcome"]
+
+
+def test_monitor_mode_says_what_enforce_would_answer(tmp_path):
+    def monitor(data):
+        ace_plugin(data)["config"]["enforcement"] = "monitor"
+
+    code, report, text = explain("GET", "/bookings/v2/bookings", "-H", f"apikey: {PARTNER_KEY}",
+                                 path=write_deck(tmp_path, monitor))
+    assert code == 0 and report["allowed"]
+    decision = steps(report)["decision"]
+    assert decision["would_deny"]["status"] == 403 and decision["ok"] is None
+    assert "monitor mode: forwarded" in text
+    assert 'enforce would answer 403 "registration pending approval"' in text
