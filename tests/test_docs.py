@@ -4,7 +4,10 @@ and every field of the schema Kong sees has a description for the generated refe
 from __future__ import annotations
 
 import json
+import os
 import re
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -20,49 +23,67 @@ from kong_ace.ops.schema_doc import (
     undocumented,
     walk,
 )
+from kong_ace.testing.schema import validate
 from tests.conftest import ROOT
 from tests.ops.helpers import ace_plugin, example_deck, kong_ace
 
 PAGES = sorted((ROOT / "docs").glob("*.md")) + [ROOT / "README.md"]
 YAML_BLOCK = re.compile(r"^```ya?ml\n(.*?)^```", re.S | re.M)
 CONFIG_FIELDS = {name for entry in config_record()["fields"] for name in entry}
+ACE_YAML = re.compile(r"name: ace\b|^(" + "|".join(sorted(CONFIG_FIELDS)) + "):", re.M)
 
 
-def _examples() -> list[tuple[str, dict[str, Any]]]:
-    """(place, data) for every YAML block of the docs that configures the ace plugin."""
-    found = []
+def _examples() -> list[tuple[str, Any]]:
+    """(place, decK data) for every YAML block of the docs that configures the ace plugin;
+    the data is None for such a block that does not parse."""
+    found: list[tuple[str, Any]] = []
     for page in PAGES:
         text = page.read_text()
         for match in YAML_BLOCK.finditer(text):
-            data = yaml.safe_load(match.group(1))
-            line = text.count("\n", 0, match.start()) + 1
-            if _is_ace_example(data):
-                found.append((f"{page.relative_to(ROOT)}:{line}", data))
+            place = f"{page.relative_to(ROOT)}:{text.count(chr(10), 0, match.start()) + 1}"
+            try:
+                data = yaml.safe_load(match.group(1))
+            except yaml.YAMLError:
+                if ACE_YAML.search(match.group(1)):
+                    found.append((place, None))
+                continue
+            deck = _as_deck(data)
+            if deck is not None:
+                found.append((place, deck))
     return found
 
 
-def _is_ace_example(data: Any) -> bool:
-    if not isinstance(data, dict):
-        return False
-    plugins = data.get("plugins")
-    if isinstance(plugins, list) and any(p.get("name") == "ace" for p in plugins):
-        return True
-    return bool(data) and set(data) <= CONFIG_FIELDS
+def _ace_entry(plugins: Any) -> dict[str, Any] | None:
+    if isinstance(plugins, list):
+        return next((p for p in plugins if isinstance(p, dict) and p.get("name") == "ace"), None)
+    return None
 
 
-def _as_deck(data: dict[str, Any]) -> dict[str, Any]:
-    """A whole decK file: the example kong.yml with the block's plugins or config fields."""
+def _as_deck(data: Any) -> dict[str, Any] | None:
+    """The block as a whole decK file (the example kong.yml around a part), or None when the
+    block is not about the ace plugin. Spec files are read from the repository's specs/."""
     deck = example_deck()
-    if "plugins" in data:
-        config = ace_plugin(data)["config"]
-        config["specs_dir"] = ace_plugin(deck)["config"]["specs_dir"]
-        deck["plugins"] = data["plugins"]
+    specs_dir = ace_plugin(deck)["config"]["specs_dir"]
+    if isinstance(data, dict) and _ace_entry(data.get("plugins")) is not None:
+        deck.update(data)                             # a decK file, maybe without services
+    elif _ace_entry(data) is not None:                # a list of plugin entries
+        deck["plugins"] = data
+    elif isinstance(data, dict) and data.get("name") == "ace":
+        deck["plugins"] = [data]                      # one plugin entry
+    elif isinstance(data, dict) and set(data) == {"config"} and isinstance(data["config"], dict) \
+            and data["config"] and set(data["config"]) <= CONFIG_FIELDS:
+        ace_plugin(deck)["config"].update(data["config"])
+    elif isinstance(data, dict) and data and set(data) <= CONFIG_FIELDS:
+        ace_plugin(deck)["config"].update(data)       # config fields
     else:
-        ace_plugin(deck)["config"].update(data)
+        return None
+    config = ace_plugin(deck).setdefault("config", {})
+    config["specs_dir"] = specs_dir
     return deck
 
 
 EXAMPLES = _examples()
+SCHEMA = config_schema(dump())
 
 
 def test_the_docs_have_example_configs() -> None:
@@ -72,11 +93,14 @@ def test_the_docs_have_example_configs() -> None:
     assert any(p.startswith("docs/configuration.md") for p in places), places
 
 
-@pytest.mark.parametrize(("place", "data"), EXAMPLES, ids=[p for p, _ in EXAMPLES])
-def test_example_config_passes_check(place: str, data: dict[str, Any], tmp_path: Path) -> None:
-    """`kong-ace check` accepts the example, as the gateway would compile it."""
+@pytest.mark.parametrize(("place", "deck"), EXAMPLES, ids=[p for p, _ in EXAMPLES])
+def test_example_config_passes_check(place: str, deck: Any, tmp_path: Path) -> None:
+    """Kong's schema and `kong-ace check` accept the example, as the gateway would."""
+    assert deck is not None, f"{place}: the YAML does not parse"
+    _, errors = validate(ace_plugin(deck)["config"], SCHEMA)
+    assert errors == {}, f"{place}: Kong's schema refuses it: {errors}"
     path = tmp_path / "kong.yml"
-    path.write_text(yaml.safe_dump(_as_deck(data), sort_keys=False))
+    path.write_text(yaml.safe_dump(deck, sort_keys=False))
     proc = kong_ace("check", str(path))
     assert proc.returncode == 0, f"{place}: {proc.stdout}{proc.stderr}"
 
@@ -106,3 +130,13 @@ def test_the_reference_page_lists_every_field_with_its_constraints() -> None:
             assert f"`{json.dumps(value)}`" in row
         if field.get("required"):
             assert "**required**" in row
+
+
+def test_the_site_builds_strictly(tmp_path: Path) -> None:
+    """`mkdocs build --strict`, as .ci/run (not --quiet, which mutes --strict): a page missing
+    from the nav, a broken link or anchor, or an unreadable docstring fails here too."""
+    mkdocs = Path(sys.executable).with_name("mkdocs")
+    proc = subprocess.run([str(mkdocs), "build", "--strict", "--site-dir",
+                           str(tmp_path / "site")], cwd=ROOT, capture_output=True, text=True,
+                          env={**os.environ, "NO_MKDOCS_2_WARNING": "1"}, timeout=300)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
