@@ -53,3 +53,39 @@ def confusion_config(**overrides: Any) -> dict[str, Any]:
     }
     config.update(overrides)
     return config
+
+
+ORDERS_KEY = "conf_orders_k3y_0123456789abcdef"
+MAPPED_ID = "7a8b9c0d-1111-4222-8333-aaaabbbbcccc"
+
+
+def confusion2_config(**overrides: Any) -> dict[str, Any]:
+    """The first round's catalog plus the second round's shapes (issue 20).
+
+    - ``shop`` spells its paths with capitals (``/Orders/{id}``): web-app may only read orders;
+    - ``console`` is scoped to Kong wildcard hosts and in no package;
+    - ``uploads`` is POST-only (a large upload may not be inspected);
+    - ``id-app`` is mapped by consumer id, ``mobile-app`` by username.
+    """
+    config = confusion_config()
+    config["apis"] += [
+        {"name": "shop", "base_path": "/shop", "operations": [
+            {"method": "GET", "path": "/Orders/{id}", "operation_id": "getOrder"},
+            {"method": "DELETE", "path": "/Orders/{id}", "operation_id": "deleteOrder"},
+        ]},
+        {"name": "console", "base_path": "/console",
+         "hosts": ["*.admin.example.com", "admin.example.*"],
+         "operations": [{"method": "GET", "path": "/stats", "operation_id": "adminStats"}]},
+        {"name": "uploads", "base_path": "/uploads", "operations": [
+            {"method": "POST", "path": "/{name}", "operation_id": "upload"}]},
+    ]
+    config["packages"][0]["operations"] += [
+        {"api": "shop", "operation_id": "getOrder"}, {"api": "uploads"}]
+    config["applications"].append(
+        {"id": "id-app", "consumer": MAPPED_ID,
+         "registrations": [{"package": "basic", "status": "approved"}]})
+    for i, api in enumerate(config["apis"]):
+        if api["name"] in overrides.get("path_case", {}):
+            config["apis"][i] = {**api, "path_case": overrides["path_case"][api["name"]]}
+    config.update({k: v for k, v in overrides.items() if k != "path_case"})
+    return config

@@ -71,8 +71,8 @@ def test_admission_verdict_clears_every_spelling_and_strips_the_query() -> None:
     assert v["allow"] is True and "status" not in v
     assert v["set"] == {"X-ACE-Operation-ID": "op", "X-ACE-Application-ID": "app",
                         "X-ACE-Package": "pkg"}
-    assert v["clear"] == ["X-ACE-Operation-ID", "X-ACE-Application-ID", "X-ACE-Package",
-                          "X-ACE-API", "x_ace_api", "apikey"]
+    # Only what the core names (the client's spellings): the set replaces the canonical ones.
+    assert v["clear"] == ["x_ace_api", "apikey"]
     assert v["query"] == "a=1&b=2"
     assert v["response_headers"] == {"RateLimit-Remaining": "7"}
     assert (v["authenticate"], v["anonymous"]) == ("mobile", False)
@@ -82,9 +82,12 @@ def test_admission_verdict_clears_every_spelling_and_strips_the_query() -> None:
     assert verdict_for(Decision(True, consumer="anon"), "/", "anon")["anonymous"] is True
 
 
-def test_pass_through_verdict_still_clears_the_identity_headers() -> None:
+def test_pass_through_verdict_clears_only_what_the_client_sent() -> None:
+    # Nothing to clear crosses to Kong when the client sent no identity header (each name
+    # costs Kong a MessagePack.lua string and a clear_header)...
     v = verdict_for(Decision(True), "/elsewhere", None)
     assert v == {"allow": True, "set": {},
-                 "summary": {"outcome": "passed", "reason": "pass_through"},
-                 "clear": ["X-ACE-Operation-ID", "X-ACE-Application-ID", "X-ACE-Package",
-                           "X-ACE-API"]}
+                 "summary": {"outcome": "passed", "reason": "pass_through"}}
+    # ...and every spelling the client sent is cleared (the core names them, see target.py).
+    forged = Decision(True, clear_upstream_headers=("x-ace-package", "X_ACE_API"))
+    assert verdict_for(forged, "/elsewhere", None)["clear"] == ["x-ace-package", "X_ACE_API"]

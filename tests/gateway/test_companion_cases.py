@@ -33,7 +33,8 @@ def kong_request(req: dict[str, Any]) -> KongRequest:
     return KongRequest(method=method, path=target, headers=headers, request_line=line,
                        route=req.get("route"), service=req.get("service"),
                        consumer=req.get("consumer"), credential=req.get("credential"),
-                       upstream_uri=req.get("upstream_uri"))
+                       upstream_uri=req.get("upstream_uri"), body=req.get("body"),
+                       body_in_file=bool(req.get("body_in_file")))
 
 
 @pytest.mark.parametrize("case", CASES["context"], ids=lambda c: c["name"])

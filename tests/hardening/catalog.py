@@ -34,6 +34,10 @@ HAND_OPS = [
     {"method": "HEAD", "path": "/static/{x}"},
     {"method": "POST", "path": "/static/{x}/;edit"},
     {"method": "DELETE", "path": "/caf\u00e9/{id}"},
+    # Spelled with capitals: a case-insensitive upstream reads /hand/reports/1 as these.
+    {"method": "GET", "path": "/Reports/{id}"},
+    {"method": "DELETE", "path": "/Reports/{id}"},
+    {"method": "GET", "path": "/reports/export"},
 ]
 
 
@@ -52,6 +56,12 @@ def hardening_config(**overrides: Any) -> dict[str, Any]:
             {"name": "flights", "spec_file": "flights.yaml"},
             {"name": "bookings", "spec_file": "bookings.yaml"},
             {"name": "hand", "base_path": "/hand", "operations": copy.deepcopy(HAND_OPS)},
+            # Kong's wildcard hosts: any depth on the left, anything on the right.
+            {"name": "admin", "base_path": "/admin",
+             "hosts": ["*.admin.example", "admin.example.*"],
+             "operations": [{"method": "GET", "path": "/stats"},
+                            {"method": "POST", "path": "/jobs/{id}"},
+                            {"method": "DELETE", "path": "/jobs/{id}"}]},
         ],
         "packages": [
             {"name": "basic", "operations": [
@@ -60,6 +70,8 @@ def hardening_config(**overrides: Any) -> dict[str, Any]:
                 {"api": "hand", "method": "GET", "path": "/files/{name}.json"},
                 {"api": "hand", "method": "GET", "path": "/static/{x}"},
                 {"api": "hand", "method": "DELETE", "path": "/caf\u00e9/{id}"},
+                {"api": "hand", "method": "GET", "path": "/Reports/{id}"},
+                {"api": "admin", "method": "POST", "path": "/jobs/{id}"},
             ]},
             {"name": "all-hand", "operations": [{"api": "hand"}]},
         ],
@@ -84,6 +96,7 @@ class OracleOp:
     template: str  # as listed in the spec/config (without the base path)
     full: str  # with the base path
     op_id: str
+    hosts: tuple[str, ...] = ()  # the API's hosts (lower case), as Kong's router reads them
 
 
 def _base_path(doc: dict[str, Any]) -> str:
@@ -114,5 +127,6 @@ def oracle_ops(config: dict[str, Any]) -> list[OracleOp]:
         for op in api.get("operations") or []:
             base = api.get("base_path", "")
             ops.append(OracleOp(api["name"], op["method"], op["path"], base + op["path"],
-                                f"{op['method']} {op['path']}"))
+                                f"{op['method']} {op['path']}",
+                                tuple(h.lower() for h in api.get("hosts") or ())))
     return ops

@@ -5,6 +5,7 @@ CI runs bounded versions; ``KONG_ACE_SOAK=1`` runs many more examples and reques
 
 from __future__ import annotations
 
+import json
 import os
 import re
 from collections.abc import Iterator
@@ -157,18 +158,74 @@ def upstream_readings(path: str) -> dict[str, str]:
     }
 
 
-def upstream_methods(method: str, headers: dict[str, list[Any]], query: str) -> set[str]:
-    """The method alone, and on POST whatever override middleware would run instead."""
+def php_name(name: str) -> str:
+    """main/php_variables.c php_register_variable_ex: the name PHP gives a decoded argument
+    name ('' when PHP drops it); an array's base name for ``a[...]``."""
+    name = name.lstrip(" ").split("\0", 1)[0]
+    out = []
+    for i, c in enumerate(name):
+        if c in " .":
+            out.append("_")
+        elif c == "[":
+            if i == 0:
+                return ""
+            if "]" in name[i + 1:]:
+                return "".join(out)
+            return "".join(out) + "_" + re.sub(r"[ .\[]", "_", name[i + 1:])
+        else:
+            out.append(c)
+    return "".join(out)
+
+
+def _php_args(raw: str) -> dict[str, list[str]]:
+    args: dict[str, list[str]] = {}
+    for part in raw.split("&"):
+        k, eq, v = part.partition("=")
+        name = php_name(_unquote(k.replace("+", " ")))
+        if name and eq:
+            args.setdefault(name, []).append(_unquote(v.replace("+", " ")))
+    return args
+
+
+def body_args(content_type: str | None, body: str | None) -> dict[str, list[str]]:
+    """What Laravel reads from a POST body: $_POST (form, multipart) or the JSON object."""
+    if not content_type or body is None:
+        return {}
+    low = content_type.lower()
+    if low.startswith("application/x-www-form-urlencoded"):
+        return _php_args(body)
+    if low.startswith("multipart/form-data"):
+        boundary = content_type.split("boundary=", 1)[-1].strip('"')
+        out: dict[str, list[str]] = {}
+        for part in body.split("--" + boundary)[1:]:
+            head, _, value = part.partition("\r\n\r\n")
+            m = re.search(r'name="([^"]*)"', head)
+            if m:
+                out.setdefault(php_name(m.group(1)), []).append(value.removesuffix("\r\n"))
+        return out
+    if "/json" in low or "+json" in low:
+        try:
+            doc = json.loads(body)
+        except ValueError:
+            return {}
+        value = doc.get("_method") if isinstance(doc, dict) else None
+        return {"_method": [value]} if isinstance(value, str) else {}
+    return {}
+
+
+def upstream_methods(method: str, headers: dict[str, list[Any]], query: str,
+                     body: tuple[str | None, str | None] = (None, None)) -> set[str]:
+    """The method alone, and on POST whatever override middleware would run instead: the
+    override headers, `_method` in the query as PHP names arguments, `_method` in a form or
+    JSON body (Laravel)."""
     methods = {method}
     if method != "POST":
         return methods
     for name, values in headers.items():
         if name.lower().replace("_", "-") in OVERRIDE_HEADERS:
             methods |= {v.upper() for v in values if isinstance(v, str)}
-    for part in query.split("&"):
-        k, eq, v = part.partition("=")
-        if eq and _unquote(k.replace("+", " ")) == "_method":
-            methods.add(_unquote(v.replace("+", " ")).upper())
+    methods |= {v.upper() for v in _php_args(query).get("_method", [])}
+    methods |= {v.upper() for v in body_args(*body).get("_method", [])}
     return methods
 
 
@@ -178,9 +235,27 @@ def _specificity(template: str) -> tuple[int, ...]:
                  for s in template.strip("/").split("/"))
 
 
-def route(ops: list[Any], method: str, path: str) -> list[Any]:
-    """The operations a router would pick for (method, path): the most specific matches."""
-    hits = [op for op in ops if template_regex(op.full).fullmatch(path)]
+def kong_host_matches(pattern: str, host: str | None) -> bool:
+    """kong/router/traditional.lua: a '*' is '.+', anchored, an optional port after it."""
+    if host is None:
+        return False
+    if "*" not in pattern:
+        return host_key(host) == pattern
+    regex = re.escape(pattern).replace(r"\*", ".+") + r"(?::\d+)?"
+    return re.fullmatch(regex, host.strip().lower().rstrip(".")) is not None
+
+
+def route(ops: list[Any], method: str, path: str, host: str | None = None,
+          fold: bool = False) -> list[Any]:
+    """The operations a router would pick for (method, path): the most specific matches.
+
+    ``fold``: a case-insensitive router (Express, ASP.NET Core); ``host``: the Host header,
+    against the API's hosts as Kong's router reads its patterns.
+    """
+    flags = re.I if fold else 0
+    hits = [op for op in ops
+            if re.fullmatch(template_regex(op.full).pattern, path, flags | re.S)
+            and (not op.hosts or any(kong_host_matches(h, host) for h in op.hosts))]
     same = [op for op in hits if op.method == method]
     if not same and method == "HEAD":
         same = [op for op in hits if op.method == "GET"]

@@ -114,6 +114,22 @@ local function mock(req, consumers)
       get_headers = function(max)
         return get_headers(lines, max)
       end,
+      read_body = function()
+        state.body_read = true
+      end,
+      -- nil before read_body, for a spilled body and for an empty one (lua-nginx-module)
+      get_body_data = function()
+        assert(state.body_read, "get_body_data before read_body")
+        local body = nonnull(req.body)
+        if req.body_in_file or body == nil or body == "" then
+          return nil
+        end
+        return body
+      end,
+      get_body_file = function()
+        assert(state.body_read, "get_body_file before read_body")
+        return req.body_in_file and "/tmp/nginx/client_body_temp/0000000001" or nil
+      end,
     },
   }
   _G.kong = {

@@ -18,6 +18,7 @@ from kong_ace.core.catalog import Application, Catalog
 from kong_ace.core.credentials import check_keys, presented_keys
 from kong_ace.core.decision import Decision, Request, deny
 from kong_ace.core.jwks import REFRESHER, Fetcher, KeySet, http_fetch
+from kong_ace.core.logsafe import escape
 from kong_ace.core.matcher import Operation
 from kong_ace.core.strategies import (
     NONE,
@@ -222,7 +223,8 @@ class Authenticator:
             challenge = {"WWW-Authenticate": 'Bearer realm="kong", error="insufficient_scope", '
                                              f'scope="{" ".join(out.strategy.scopes)}"'}  # type: ignore[union-attr]
             return deny(403, d.INSUFFICIENT_SCOPE, challenge, operation_id=op.id)
-        log.debug("ace: bearer token refused for %s: %s", op.id, out.reason)
+        if log.isEnabledFor(logging.DEBUG):
+            log.debug("ace: bearer token refused for %s: %s", op.id, escape(out.reason or ""))
         return deny(401, d.INVALID_TOKEN, d.INVALID_TOKEN_CHALLENGE, operation_id=op.id)
 
     def judge(self, plan: Plan, token: str, problem: str | None = None) -> TokenOutcome:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import re
 import threading
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -10,10 +11,17 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+from kong_ace.core.casefold import CaseConflict, CaseReadings, compile_case
 from kong_ace.core.matcher import Matcher, Operation, Scope, parse_template
 from kong_ace.core.normalize import normalize_path
 from kong_ace.core.spec import Spec, clean_base_path, compile_spec, load_spec_file, parse_document
-from kong_ace.core.target import ESCAPED_SLASH_ACTIONS, METHOD_OVERRIDE_ACTIONS, Policy
+from kong_ace.core.target import (
+    BODY_OVERRIDE_ACTIONS,
+    ESCAPED_SLASH_ACTIONS,
+    METHOD_OVERRIDE_ACTIONS,
+    UNINSPECTED_BODY_ACTIONS,
+    Policy,
+)
 from kong_ace.errors import ConfigError
 from kong_ace.limits.limiter import HEADER_STYLES, PERIODS, Limit
 from kong_ace.limits.redis_settings import RedisSettings
@@ -35,12 +43,13 @@ TOP_FIELDS = frozenset(
     {"match_policy", "anonymous", "key_names", "key_in_header", "key_in_query", "hide_credentials",
      "specs_dir", "apis", "packages", "applications", "rate_limiting", "companions",
      "path_with_escaped_slashes_action", "method_override_action",
+     "body_method_override_action", "uninspected_body_action",
      "auth_strategies"}  # auth fields: compiled by core/strategies.py
     | {"log_summary"}
 )
 API_FIELDS = frozenset(
     {"name", "version", "spec_file", "spec", "base_path", "service", "hosts", "operations",
-     "rate_limits", "auth_strategy"}
+     "rate_limits", "auth_strategy", "path_case"}
 )
 MANUAL_OP_FIELDS = frozenset({"method", "path", "operation_id"})
 PACKAGE_FIELDS = frozenset({"name", "description", "rate_limits", "operations", "auth_strategy"})
@@ -62,6 +71,8 @@ REDIS_FIELDS = frozenset(
 # puts a "$refs" map of vault references next to the fields it resolved): never ACE's fields.
 KONG_META_PREFIX = "$"
 DURATIONS = {**{f"{k}s": v for k, v in PERIODS.items()}, **PERIODS}
+_UUID = re.compile(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}")
+PATH_CASES = ("unknown", "sensitive", "insensitive")
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,6 +87,7 @@ class Api:
     operations: tuple[Operation, ...]
     op_uids: frozenset[int]
     limits: tuple[Limit, ...]
+    path_case: str = "unknown"  # how the upstream routes: unknown, sensitive, insensitive
 
 
 @dataclass(frozen=True, slots=True)
@@ -143,7 +155,7 @@ class Catalog:
     packages: Mapping[str, Package]
     applications: Mapping[str, Application]
     credentials: Mapping[str, Credential]  # by sha256 hex digest
-    consumers: Mapping[str, Application]  # by the consumer id or username in the config
+    consumers: Mapping[str, Application]  # by the consumer reference in the config
     matcher: Matcher
     service_scoped: bool
     host_scoped: bool
@@ -155,6 +167,9 @@ class Catalog:
     log_summary: bool = False  # classic mode: hand Kong's log plugins a decision summary
 
     policy: Policy = field(default=Policy())  # request-confusion options (SPEC §8)
+    consumer_ids: Mapping[str, Application] = field(default_factory=dict)  # UUID refs, lower
+    consumer_names: Mapping[str, Application] = field(default_factory=dict)  # other refs
+    case: CaseReadings | None = None  # the case-folded reading (None: every API is sensitive)
 
     def operations(self) -> list[Operation]:
         """Every operation, in configuration order."""
@@ -162,28 +177,55 @@ class Catalog:
 
     def is_anonymous(self, consumer: Any) -> bool:
         """Whether ``consumer`` is the configured anonymous consumer."""
-        return self.anonymous is not None and self.anonymous in consumer_refs(consumer)
+        return self.anonymous is not None and refers_to(self.anonymous, consumer)
 
     def application_for(self, consumer: Any) -> Application | None:
-        """The application a Kong consumer maps to (never for the anonymous consumer)."""
+        """The application a Kong consumer maps to (never for the anonymous consumer).
+
+        A reference that is a UUID names the consumer's id, anything else its username, never
+        its custom_id: another consumer's custom_id or username must not become this one.
+        """
         if consumer is None or self.is_anonymous(consumer):
             return None
-        for ref in consumer_refs(consumer):
-            app = self.consumers.get(ref)
-            if app is not None:
-                return app
-        return None
+        if isinstance(consumer, str):
+            return self.consumers.get(consumer)
+        if not isinstance(consumer, Mapping):
+            return None
+        cid, name = consumer.get("id"), consumer.get("username")
+        app = self.consumer_ids.get(cid.lower()) if isinstance(cid, str) else None
+        if app is None and isinstance(name, str):
+            app = self.consumer_names.get(name)
+        return app
+
+
+def is_uuid(ref: str) -> bool:
+    """kong/tools/uuid.lua is_valid_uuid: 36 characters of 8-4-4-4-12 hex digits, any case."""
+    return len(ref) == 36 and _UUID.fullmatch(ref) is not None
+
+
+def refers_to(ref: str, consumer: Any) -> bool:
+    """Whether a configured consumer reference names ``consumer`` (a string or Kong's map).
+
+    As kong.client.load_consumer resolves a reference (kong/pdk/client.lua): a UUID by id,
+    anything else by username; custom_id never.
+    """
+    if isinstance(consumer, str):
+        return consumer == ref
+    if not isinstance(consumer, Mapping):
+        return False
+    if is_uuid(ref):
+        cid = consumer.get("id")
+        return isinstance(cid, str) and cid.lower() == ref.lower()
+    return consumer.get("username") == ref
 
 
 def consumer_refs(consumer: Any) -> tuple[str, ...]:
-    """The ids and names a consumer (a string, or kong.client.get_consumer()'s map) goes by."""
+    """The id and username a consumer (a string, or Kong's consumer map) goes by, for display."""
     if isinstance(consumer, str):
         return (consumer,) if consumer else ()
     if isinstance(consumer, Mapping):
-        return tuple(
-            v for v in (consumer.get("id"), consumer.get("username"), consumer.get("custom_id"))
-            if isinstance(v, str) and v
-        )
+        return tuple(v for v in (consumer.get("id"), consumer.get("username"))
+                     if isinstance(v, str) and v)
     return ()
 
 
@@ -234,6 +276,9 @@ def compile_catalog(config: Mapping[str, Any], base_dir: Path | None = None) -> 
 
     rl = _record(config, "rate_limiting", "")
     _compile_rate_limiting(rl)
+    case = _compile_case(apis)
+    consumer_ids = {ref.lower(): app for ref, app in consumers.items() if is_uuid(ref)}
+    consumer_names = {ref: app for ref, app in consumers.items() if not is_uuid(ref)}
     return Catalog(
         match_required=policy == "required",
         anonymous=_opt_str(config, "anonymous", ""),
@@ -262,9 +307,25 @@ def compile_catalog(config: Mapping[str, Any], base_dir: Path | None = None) -> 
             method_override=_choice(config, "method_override_action", METHOD_OVERRIDE_ACTIONS,
                                     "", "strip"),
             base_paths=tuple(sorted({_prefix(a.base_path) for a in apis.values()})),
+            body_override=_choice(config, "body_method_override_action", BODY_OVERRIDE_ACTIONS,
+                                  "", "reject"),
+            uninspected_body=_choice(config, "uninspected_body_action",
+                                     UNINSPECTED_BODY_ACTIONS, "", "reject_if_ambiguous"),
         ),
         log_summary=_bool(config, "log_summary", "", False),
+        consumer_ids=consumer_ids,
+        consumer_names=consumer_names,
+        case=case,
     )
+
+
+def _compile_case(apis: Mapping[str, Api]) -> CaseReadings | None:
+    shapes = {op.uid: _shape(op.path) for api in apis.values() for op in api.operations}
+    try:
+        return compile_case([(a.path_case, a.scope, a.operations) for a in apis.values()],
+                            shapes)
+    except CaseConflict as exc:
+        raise ConfigError(f"apis[{list(apis).index(exc.api)}].path_case", str(exc)) from None
 
 
 def _prefix(base_path: str) -> str:
@@ -361,7 +422,8 @@ def _compile_api(
         ops.append(op)
     limits = _limits(raw, place)
     api = Api(name, _opt_str(raw, "version", place), source, base_path, scope, tuple(ops),
-              frozenset(op.uid for op in ops), limits)
+              frozenset(op.uid for op in ops), limits,
+              _choice(raw, "path_case", PATH_CASES, place, "unknown"))
     return api, source_ref
 
 

@@ -60,6 +60,9 @@ class Request:
     authority: str | None = None  # the host of an absolute-form request line, if any
     credential: bool | None = None  # a credential authenticated ``consumer`` (None: not known)
     headers_truncated: bool = False  # Kong read only the first N headers
+    normalized: bool = False  # ``path`` is Kong's normalised path already (never normalise twice)
+    body: str | bytes | None = None  # a POST's form/JSON body, when read (None: not read)
+    body_spilled: bool = False  # the body was too large to inspect (nginx spilled it to a file)
 
 
 @dataclass(slots=True)

@@ -11,6 +11,7 @@ from typing import Any
 
 from kong_ace.core import decision as d
 from kong_ace.core.auth import Authenticator
+from kong_ace.core.casefold import CaseReadings
 from kong_ace.core.catalog import Application, Catalog, compile_catalog
 from kong_ace.core.credentials import check_keys, presented_keys
 from kong_ace.core.decision import Decision, Request, deny
@@ -18,7 +19,7 @@ from kong_ace.core.jwks import Fetcher
 from kong_ace.core.matcher import Match, Operation
 from kong_ace.core.normalize import normalize_path
 from kong_ace.core.spec import compile_spec, load_spec_file, parse_document
-from kong_ace.core.target import AMBIGUOUS_PATH, Screened, host_key, screen
+from kong_ace.core.target import AMBIGUOUS_PATH, UNINSPECTED_BODY, Screened, host_key, screen
 from kong_ace.limits.limiter import RateResult, StorageUnavailable, build_limiter
 
 log = logging.getLogger("kong_ace")
@@ -73,18 +74,53 @@ class Enforcer:
         return self._route(req, _lower_keys(req.headers))
 
     def _route(self, req: Request, headers: Mapping[str, Any]) -> Routed:
-        s = screen(self.catalog.policy, req, headers)
+        cat = self.catalog
+        s = screen(cat.policy, req, headers)
         if s.refusal is not None:
             return Routed(None, frozenset(), s)
         m = self._match(s.method, s.path, req.host, req.service, normalized=True)
+        case = cat.case
+        if case is not None and case.needed(s.path):
+            # A case-insensitive router (Express, ASP.NET Core) reads the folded path.
+            m = self._folded(case, s.method, s.path, req, m)  # type: ignore[assignment]
+            if m is None:
+                s.refusal = AMBIGUOUS_PATH
+                return Routed(None, frozenset(), s)
         if s.alternate is not None:
             # A percent-decoding upstream reads the alternate: it must reach the same operation.
             # (Not normalised again: a decoded '%25' must not be decoded twice.)
-            alt = self._match(s.method, s.alternate, req.host, req.service, normalized=True)
-            if alt.operation is not m.operation:
+            alt: Match | None = self._match(s.method, s.alternate, req.host, req.service,
+                                            normalized=True)
+            if case is not None and case.needed(s.alternate):
+                alt = self._folded(case, s.method, s.alternate, req, alt)  # type: ignore
+            if alt is None or alt.operation is not m.operation:
                 s.refusal = AMBIGUOUS_PATH
                 return Routed(None, frozenset(), s)
+        if s.body_unseen:
+            action = cat.policy.uninspected_body
+            if action == "reject" or (action == "reject_if_ambiguous" and self._other_methods(
+                    s.path, req, s.method)):
+                # A body too large to read may hold `_method` naming another operation.
+                s.refusal = UNINSPECTED_BODY
+                return Routed(None, frozenset(), s)
         return Routed(m.operation, m.allowed, s)
+
+    def _folded(self, case: CaseReadings, method: str, path: str, req: Request,
+                exact: Match) -> Match | None:
+        cat = self.catalog
+        folded = case.matcher.match(
+            method, path.lower(), _service_keys(req.service) if cat.service_scoped else (),
+            _host(req.host) if cat.host_scoped else None)
+        return case.resolve(exact, folded)
+
+    def _other_methods(self, path: str, req: Request, method: str) -> bool:
+        # Whether an override could reach another operation: another method at this path
+        # (also when the POST itself reaches none: under if_present it would pass through).
+        cat = self.catalog
+        methods = cat.matcher.methods(
+            path, _service_keys(req.service) if cat.service_scoped else (),
+            _host(req.host) if cat.host_scoped else None)
+        return bool(methods - {method})
 
     def _match(self, method: str, path: str, host: Any, service: Any,
                normalized: bool = False) -> Match:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from kong_ace.core.normalize import decode_unreserved
 
@@ -31,6 +31,16 @@ class Scope:
 
     service: str | None = None
     hosts: frozenset[str] = frozenset()
+    # Compiled from ``hosts``: plain names, and the wildcards' fixed parts (see host_matches).
+    plain: frozenset[str] = field(default=frozenset(), init=False, compare=False)
+    suffixes: tuple[str, ...] = field(default=(), init=False, compare=False)
+    prefixes: tuple[str, ...] = field(default=(), init=False, compare=False)
+
+    def __post_init__(self) -> None:
+        plain, suffixes, prefixes = _host_patterns(self.hosts)
+        object.__setattr__(self, "plain", plain)
+        object.__setattr__(self, "suffixes", suffixes)
+        object.__setattr__(self, "prefixes", prefixes)
 
     @property
     def rank(self) -> int:
@@ -40,7 +50,14 @@ class Scope:
     def admits(self, service: tuple[str, ...], host: str | None) -> bool:
         if self.service is not None and self.service not in service:
             return False
-        return not self.hosts or (host is not None and host_matches(self.hosts, host))
+        if not self.hosts:
+            return True
+        if host is None:
+            return False
+        if host in self.plain:
+            return True
+        return any(len(host) > len(w) and host.endswith(w) for w in self.suffixes) or any(
+            len(host) > len(w) and host.startswith(w) for w in self.prefixes)
 
     def overlaps(self, other: Scope) -> bool:
         if self.service and other.service and self.service != other.service:
@@ -50,12 +67,37 @@ class Scope:
         return self.rank == other.rank
 
 
+def _host_patterns(hosts: frozenset[str]) -> tuple[frozenset[str], tuple[str, ...],
+                                                   tuple[str, ...]]:
+    # Kong's traditional router (kong/router/traditional.lua marshall_route, 3.9.1) turns a
+    # host holding '*' into the regex host:gsub("%.", "\\."):gsub("%*", ".+") .. "$", matched
+    # anchored ("ajo") against the Host header: a leading '*' stands for one or more of any
+    # character (so `*.example.com` takes `a.b.example.com`), a trailing one likewise
+    # (`example.*`); kong/db/schema/typedefs.lua `hosts` allows one '*', leftmost or rightmost.
+    # A port in the pattern is dropped here (hosts are compared without their port), which
+    # only ever widens the scope.
+    plain, suffixes, prefixes = set(), [], []
+    for host in hosts:
+        host = _no_port(host)
+        if host.startswith("*"):
+            suffixes.append(host[1:])
+        elif host.endswith("*"):
+            prefixes.append(host[:-1])
+        else:
+            plain.add(host)
+    return frozenset(plain), tuple(suffixes), tuple(prefixes)
+
+
+def _no_port(host: str) -> str:
+    if host.startswith("["):
+        return host[: host.find("]") + 1] if "]" in host else host
+    name, colon, port = host.rpartition(":")
+    return name if colon and port.isdigit() and ":" not in name else host
+
+
 def host_matches(hosts: frozenset[str], host: str) -> bool:
-    """Exact host, or a leading ``*.`` wildcard as in Kong routes."""
-    if host in hosts:
-        return True
-    dot = host.find(".")
-    return dot > 0 and "*" + host[dot:] in hosts
+    """Whether ``host`` (lower case, no port) matches one of ``hosts`` as Kong's router would."""
+    return Scope(hosts=hosts).admits((), host)
 
 
 @dataclass(frozen=True, slots=True)
@@ -197,10 +239,11 @@ class Matcher:
     def __init__(self) -> None:
         self._root = _Node()
 
-    def add(self, op: Operation, scope: Scope = Scope()) -> None:
-        """Index one operation; raise ValueError when it duplicates or ties with another."""
+    def add(self, op: Operation, scope: Scope = Scope(), path: str | None = None) -> None:
+        """Index one operation (under ``path`` if given, else its own); raise ValueError when
+        it duplicates or ties with another."""
         node = self._root
-        for seg in parse_template(op.path):
+        for seg in parse_template(op.path if path is None else path):
             node = node.child(seg)
         if node.endpoints is None:
             node.endpoints = {}
@@ -213,6 +256,11 @@ class Matcher:
                 )
         same.append((scope, op))
         same.sort(key=lambda item: item[0].rank)
+
+    def methods(self, path: str, service: tuple[str, ...] = (),
+                host: str | None = None) -> frozenset[str]:
+        """Every method some operation defines at ``path`` (a normalised path)."""
+        return self.match("", path, service, host).allowed
 
     def match(
         self, method: str, path: str, service: tuple[str, ...] = (), host: str | None = None

@@ -16,7 +16,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from kong_ace.core.normalize import decode_all, normalize_path
+from kong_ace.core.normalize import decode_all, normalize_path, remove_dots
+from kong_ace.core.readings import body_kind, body_overrides, override_names, php_name
 
 # 400 messages (Kong-style bodies {"message": ...}).
 FRAGMENT = "fragment in request target"
@@ -25,10 +26,14 @@ PATH_PARAMETERS = "path parameters (';') in request path"
 AMBIGUOUS_PATH = "ambiguous request path"
 HOST_MISMATCH = "request-line host and Host header differ"
 METHOD_OVERRIDE = "method override not allowed"
+BODY_OVERRIDE = "method override in request body"
+UNINSPECTED_BODY = "request body cannot be inspected for a method override"
 TOO_MANY_HEADERS = "too many request headers"
 
 ESCAPED_SLASH_ACTIONS = ("reject", "unescape", "keep")
 METHOD_OVERRIDE_ACTIONS = ("strip", "reject", "follow")
+BODY_OVERRIDE_ACTIONS = ("reject", "follow")  # a body cannot be stripped
+UNINSPECTED_BODY_ACTIONS = ("reject_if_ambiguous", "reject", "allow")
 
 # Every spelling counts: Kong runs with underscores_in_headers on, and CGI-style servers (WSGI,
 # Rack, PHP) read X_HTTP_Method_Override as X-HTTP-Method-Override.
@@ -72,6 +77,8 @@ class Screened:
     strip_headers: tuple[str, ...] = ()  # method-override headers to strip
     strip_query: tuple[str, ...] = ()  # query arguments to strip
     anonymous: bool = False  # X-Anonymous-Consumer: true (another plugin's anonymous consumer)
+    body_unseen: bool = False  # a POST body an upstream reads `_method` from was not inspected
+    needs_body: bool = False  # ... because it was never read (classic mode reads it and retries)
 
 
 @dataclass(frozen=True, slots=True)
@@ -80,6 +87,8 @@ class Policy:
 
     escaped_slashes: str = "reject"
     method_override: str = "strip"
+    body_override: str = "reject"
+    uninspected_body: str = "reject_if_ambiguous"
     base_paths: tuple[str, ...] = ()  # lower-cased, normalised, no trailing slash; "" = root
 
     def under_api(self, path: str) -> bool:
@@ -105,7 +114,12 @@ def screen(policy: Policy, req: Any, headers: Mapping[str, Any]) -> Screened:
             and host_key(req.authority) != host_key(req.host)):
         s.refusal = HOST_MISMATCH  # Kong's router reads the Host header, nginx's $host not
         return s
-    path = normalize_path(req.path) if type(req.path) is str else ""  # noqa: E721
+    if type(req.path) is not str:  # noqa: E721
+        path = ""
+    elif req.normalized:
+        path = req.path  # Kong's normalised path: a second pass is not idempotent (%%32%65)
+    else:
+        path = normalize_path(req.path)
     s.path = path
     overrides: list[str] = []
     ace: list[str] = []
@@ -130,30 +144,39 @@ def screen(policy: Policy, req: Any, headers: Mapping[str, Any]) -> Screened:
     query = req.query
     if type(query) is not dict and not isinstance(query, Mapping):  # noqa: E721
         query = {}
-    in_query = OVERRIDE_QUERY in query
+    # PHP renames argument names (`.method`, `+_method`, `_method%00x` are `_method`).
+    in_query = override_names(query) if query else ()
     truncated = bool(req.headers_truncated)
-    if not overrides and not in_query and not truncated and not (
+    # Laravel reads `_method` from a POST's form or JSON body too.
+    kind = body_kind(headers.get("content-type")) if req.method == "POST" else None
+    if not overrides and not in_query and not truncated and kind is None and not (
             "%" in path or ";" in path or "\\" in path):
         return s  # the usual request: one reading
     policy_under = policy.under_api
-    if "%2F" in path or "\\" in path:
+    # Lower-case escapes too: Kong upper-cases the escapes it keeps, but its one decoding pass
+    # can leave a new one behind (%%32%66 is %2f), which the next hop decodes.
+    slashed = "%2F" in path or "%2f" in path or "\\" in path or "%5c" in path or "%5C" in path
+    semi = "%3B" in path or "%3b" in path or ";" in path
+    under = (slashed or semi) and _under_any(policy, path)
+    if slashed and under:
         # Kong keeps %2F (and forwards %5C, which it decodes to '\'); decoders split on them.
-        unescaped = normalize_path(path.replace("%2F", "/").replace("\\", "/"))
-        if policy_under(path) or policy_under(unescaped):
-            if policy.escaped_slashes == "reject":
-                s.refusal = ESCAPED_SLASH
-                return s
-            if policy.escaped_slashes == "unescape":
-                path = s.path = s.upstream_path = unescaped
+        if policy.escaped_slashes == "reject":
+            s.refusal = ESCAPED_SLASH
+            return s
+        if policy.escaped_slashes == "unescape":
+            path = s.path = s.upstream_path = remove_dots(_slashes(path))
+            semi = "%3B" in path or "%3b" in path or ";" in path
     # Tomcat/Jetty route on the path without ';' parameters (Undertow after decoding).
-    if ("%3B" in path or ";" in path) and (
-            policy_under(path) or policy_under(strip_parameters(path))
-            or policy_under(strip_parameters(path.replace("%3B", ";")))):
+    if semi and under:
         s.refusal = PATH_PARAMETERS
         return s
     if "%" in path:
         decoded = percent_decode(path)
         if decoded != path:
+            # Decoding can make dot segments (%2e%2e left behind by %%32%65): the upstream
+            # removes them, so the second reading does too.
+            if "/." in decoded or "//" in decoded:
+                decoded = remove_dots(decoded)
             s.alternate = decoded
     s.concerned = policy_under(path) or (s.alternate is not None and policy_under(s.alternate))
     if truncated:
@@ -161,29 +184,83 @@ def screen(policy: Policy, req: Any, headers: Mapping[str, Any]) -> Screened:
             s.refusal = TOO_MANY_HEADERS  # a key, a forged header or an override may be unseen
             return s
         s.ace_headers = tuple(dict.fromkeys(s.ace_headers + BLIND_ACE))
-    if (overrides or in_query) and s.concerned:
-        _overrides(policy, s, headers, overrides, query if in_query else None)
+    if not s.concerned:
+        return s
+    body: list[str] = []
+    if kind is not None:
+        body = _body_overrides(policy, s, req, kind, headers)
+        if s.refusal is not None:
+            return s
+    if overrides or in_query or body:
+        _overrides(policy, s, headers, overrides, query, in_query, body)
     return s
 
 
+def _body_overrides(policy: Policy, s: Screened, req: Any, kind: str,
+                    headers: Mapping[str, Any]) -> list[str]:
+    # The values a POST body gives `_method` that name another method.
+    raw = req.body
+    if req.body_spilled or raw is None:
+        s.body_unseen = True  # decided by the Enforcer (uninspected_body_action)
+        s.needs_body = raw is None and not req.body_spilled
+        return []
+    values = body_overrides(kind, raw, headers.get("content-type"))
+    if values is None:
+        s.body_unseen = True  # a body no parser here understands: treated as unseen
+        return []
+    others = [v for v in values if v.upper() != "POST"]
+    if others and policy.body_override == "reject":
+        s.refusal = BODY_OVERRIDE
+    return others
+
+
 def _overrides(policy: Policy, s: Screened, headers: Mapping[str, Any], names: list[str],
-               query: Mapping[str, Any] | None) -> None:
+               query: Mapping[str, Any], args: tuple[str, ...], body: list[str]) -> None:
     action = policy.method_override
-    if action == "reject":
+    if action == "reject" and (names or args):
         s.refusal = METHOD_OVERRIDE
         return
-    if action == "follow" and s.method == "POST":
+    if s.method == "POST" and (action == "follow" or body):
         # Frameworks honour an override on POST only (Rails, Laravel, Symfony, express, ASP.NET).
-        wanted = {v.upper() for n in names for v in _strings(headers[n])}
-        if query is not None:
-            wanted |= {v.upper() for v in _strings(query[OVERRIDE_QUERY])}
+        wanted = {v.upper() for v in body}
+        if action == "follow":
+            wanted |= {v.upper() for n in names for v in _strings(headers[n])}
+            for a in args:
+                if php_name(a).endswith("["):
+                    s.refusal = METHOD_OVERRIDE  # `_method[]=...`: an array, no method
+                    return
+                wanted |= {v.upper() for v in _strings(query[a])}
         if len(wanted) > 1:
             s.refusal = METHOD_OVERRIDE  # two overrides that disagree: no single reading
-        elif wanted:
+            return
+        if wanted:
             s.method = wanted.pop()
-        return
+        if action == "follow":
+            return
     s.strip_headers = tuple(names)
-    s.strip_query = (OVERRIDE_QUERY,) if query is not None else ()
+    s.strip_query = args
+
+
+def _under_any(policy: Policy, path: str) -> bool:
+    """Whether some server's reading of ``path`` (';' parameters cut, before or after
+    decoding; escaped slashes split; dot segments and empty segments gone) is under an API."""
+    under = policy.under_api
+    if under(path):
+        return True
+    semis = {path, path.replace("%3B", ";").replace("%3b", ";")}
+    readings = {_slashes(path)}
+    for p in semis:
+        readings.add(strip_parameters(p))
+        readings.add(_slashes(strip_parameters(p)))
+        readings.add(strip_parameters(_slashes(p)))
+    return any(under(remove_dots(r)) for r in readings)
+
+
+def _slashes(path: str) -> str:
+    for escaped in ("%2F", "%2f", "%5C", "%5c", "\\"):
+        if escaped in path:
+            path = path.replace(escaped, "/")
+    return path
 
 
 def _strings(value: Any) -> list[str]:

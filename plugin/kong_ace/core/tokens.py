@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from kong_ace.core.jwks import KeySet
+from kong_ace.core.logsafe import escape
 from kong_ace.core.strategies import ALGORITHMS, TokenStrategy
 
 log = logging.getLogger("kong_ace")
@@ -91,8 +92,8 @@ def parse_compact(token: str) -> tuple[dict[str, Any], dict[str, Any], bytes, by
         header = json.loads(_unb64(h), parse_constant=_no_constant)
         claims = json.loads(_unb64(p), parse_constant=_no_constant)
         signature = _unb64(s)
-    except (ValueError, binascii.Error, UnicodeDecodeError):
-        return None
+    except (ValueError, binascii.Error, UnicodeDecodeError, RecursionError):
+        return None  # deeply nested JSON too: any token that cannot be parsed is invalid
     if type(header) is not dict or type(claims) is not dict:
         return None
     return header, claims, f"{h}.{p}".encode("ascii"), signature
@@ -262,7 +263,7 @@ def unverified_claims(token: str) -> tuple[dict[str, Any], dict[str, Any]]:
     try:
         return (dict(jwt.get_unverified_header(token)),
                 dict(jwt.decode(token, options={"verify_signature": False})))
-    except (PyJWTError, ValueError, TypeError):
+    except (PyJWTError, ValueError, TypeError, RecursionError):
         return {}, {}
 
 
@@ -273,9 +274,12 @@ def _pop_oldest(d: dict[Any, Any]) -> None:
 
 
 def _show(value: Any) -> str:
-    # Claim values are attacker-chosen: shown bounded and repr'd, never raw.
-    text = value if isinstance(value, str) else json.dumps(value, default=str)
-    return text[:80] + "..." if len(text) > 80 else text
+    # Claim values are attacker-chosen: shown bounded and escaped (no newline), never raw.
+    try:
+        text = value if isinstance(value, str) else json.dumps(value, default=str)
+    except (ValueError, RecursionError):
+        text = type(value).__name__
+    return escape(text, 80)
 
 
 def _when(ts: float) -> str:

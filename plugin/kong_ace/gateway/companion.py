@@ -8,9 +8,12 @@ table ace-guard applies. Shapes (keep them in step with both handler.lua files):
   normalised path), ``host`` (the Host header), ``authority`` (nginx ``$host``), ``headers``
   (``ngx.req.get_headers(1000)``: a string or a list per lower-cased name),
   ``headers_truncated``, ``consumer`` (``id``, ``username``, ``custom_id``), ``credential``,
-  ``anonymous``, ``route`` and ``service`` (``id``, ``name``);
+  ``anonymous`` (the three flags absent when false), ``service`` (``id``, ``name``), and for a
+  POST with a form or JSON body ``body`` (the buffered body, or ``""`` when it cannot spell
+  ``_method``) or ``body_spilled`` (nginx wrote it to a file, or it is larger than
+  ``body_limit``);
 - verdict (``kong_ace_verdict``): a denial ``{status, body, headers?, summary}`` or an
-  admission ``{allow: true, set, clear, query?, path?, path_if?, path_refusal?,
+  admission ``{allow: true, set, clear?, query?, path?, path_if?, path_refusal?,
   response_headers?, authenticate?, anonymous?, summary}``.
 """
 
@@ -19,7 +22,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from kong_ace.core.decision import IDENTITY_HEADERS, UNEXPECTED, Decision, Request
+from kong_ace.core.decision import UNEXPECTED, Decision, Request
 from kong_ace.core.target import ESCAPED_SLASH
 from kong_ace.gateway.request_line import kong_escape, parse_query, strip_query
 from kong_ace.gateway.summary import summary  # the same summary as classic mode
@@ -29,8 +32,6 @@ VERDICT_KEY = "kong_ace_verdict"
 
 ERROR_BODY = {"message": UNEXPECTED}
 PATH_REFUSAL = {"message": ESCAPED_SLASH}  # the route rewrote a path ACE would unescape
-CLEAR_IDENTITY = list(IDENTITY_HEADERS)  # sent as is; never mutated
-
 
 
 class MalformedContext(ValueError):
@@ -47,7 +48,8 @@ def request_from(ctx: Any) -> Request:
         raise MalformedContext("method and target must be strings")
     raw_path, _, raw_query = target.partition("?")
     path = get("path")
-    if type(path) is not str or not path:
+    normalized = type(path) is str and bool(path)  # Kong's: never normalised a second time
+    if not normalized:
         path = raw_path or "/"
     headers = get("headers")
     # MessagePack.lua packs an empty Lua table as an empty array.
@@ -62,6 +64,7 @@ def request_from(ctx: Any) -> Request:
     # plugin) is not an authenticated caller (SPEC §8).
     credential = consumer is not None and bool(get("credential")) and not get("anonymous")
     host, authority, service = get("host"), get("authority"), get("service")
+    body = get("body")
     return Request(
         method,
         path,
@@ -75,6 +78,9 @@ def request_from(ctx: Any) -> Request:
         authority if type(authority) is str else None,
         credential,
         bool(get("headers_truncated")),
+        normalized,
+        body if type(body) is str or type(body) is bytes else None,
+        get("body_spilled") is True,
     )
 
 
@@ -93,14 +99,14 @@ def verdict_for(d: Decision, target: str, anonymous: str | None,
         if d.headers:
             denial["headers"] = dict(d.headers)
         return denial
-    # ACE owns its identity headers on every request: clearing costs nothing in Lua.
-    extra = d.clear_upstream_headers
-    admission: dict[str, Any] = {
-        "allow": True,
-        "set": _plain(d.upstream_headers),
-        "clear": [*IDENTITY_HEADERS, *extra] if extra else CLEAR_IDENTITY,
-        "summary": summary(d),
-    }
+    # ACE owns its identity headers on every request: the core names every spelling the
+    # client sent (all of them when ace-context saw only the first 1000 header lines), and
+    # setting a header replaces the client's copies of it. Only those cross: each name costs
+    # Kong a MessagePack.lua string and a clear_header.
+    admission: dict[str, Any] = {"allow": True, "set": _plain(d.upstream_headers),
+                                 "summary": summary(d)}
+    if d.clear_upstream_headers:
+        admission["clear"] = list(d.clear_upstream_headers)
     if d.upstream_path is not None:
         # ace-guard forwards the decided path only if the route did not rewrite Kong's
         # (``$upstream_uri`` is still escape(normalised path), kong/runloop/handler.lua);

@@ -28,11 +28,13 @@ from typing import Any, NamedTuple
 from cachetools import TTLCache
 
 from kong_ace.core.decision import IDENTITY_HEADERS, UNEXPECTED, Decision, Request
+from kong_ace.core.logsafe import escape
 from kong_ace.core.matcher import Match
 from kong_ace.core.normalize import normalize_path
 from kong_ace.core.target import ANONYMOUS_HEADER, ESCAPED_SLASH
-from kong_ace.gateway import companion, metrics, summary
-from kong_ace.gateway.compiled import CACHE, Compiled
+from kong_ace.errors import ConfigError
+from kong_ace.gateway import companion, metrics, rejected, summary
+from kong_ace.gateway.compiled import CACHE, Compiled, plugin_id
 from kong_ace.gateway.events import current_event
 from kong_ace.gateway.request_line import kong_escape, parse_query, parse_request, strip_query
 from kong_ace.gateway.schema import CONFIG_FIELDS
@@ -60,6 +62,9 @@ CLEAR_IDENTITY = {name: CLEAR for name in IDENTITY_HEADERS}
 # kong.request.get_headers() reads at most this many header lines (ngx.req.get_headers default,
 # kong/pdk/request.lua get_headers): that many back means some may be missing.
 MAX_HEADERS = 100
+# Classic mode reads a POST form/JSON body under an API up to this size (Content-Length);
+# a larger or chunked one is left uninspected (uninspected_body_action).
+BODY_LIMIT = 64 * 1024
 BAD_REQUEST_BODY = {"message": ESCAPED_SLASH}
 
 
@@ -130,9 +135,33 @@ class Plugin:
     """One plugin instance (one per nginx worker and config version); the config is shared."""
 
     def __init__(self, config: Mapping[str, Any]) -> None:
-        self.compiled: Compiled | None = CACHE.acquire(config)
+        self.compiled: Compiled | None = None
         self._released = False
+        self.failing: str | None = None  # rejected, no last good config: 500 to every request
+        self._notice: str | None = None  # rejected, last good serving: tell Kong's log once
+        pid = plugin_id(config)
+        try:
+            self.compiled = CACHE.acquire(config)
+        except ConfigError as exc:
+            pair = getattr(exc, "rejected", None)
+            if pair is None or pair[0] is None:  # Kong always sends __plugin_id
+                raise
+            if rejected.NOTICES.first(*pair):
+                # Kong logs StartInstance's error once and answers this request 500.
+                # rejected.py says why every later StartInstance of it succeeds instead.
+                told = ConfigError(exc.place, exc.problem + rejected.FAILED)
+                told.logged = True  # type: ignore[attr-defined]
+                raise told from None
+            self.failing = pair[1]
+            return
         metrics.watch(self.compiled.enforcer.limiter)
+        rejection = CACHE.rejection(pid)
+        if rejection is None:
+            rejected.NOTICES.forget(pid)
+        elif rejection.serving == self.compiled.key and rejected.NOTICES.first(
+                pid, rejection.config_hash):
+            self._notice = rejected.serving(pid, rejection.config_hash, rejection.error,
+                                            self.compiled.key)
 
     def close(self) -> None:
         """Kong closed this instance (or the server reaped it): drop our hold on the config.
@@ -147,10 +176,19 @@ class Plugin:
     def status(self) -> dict[str, Any]:
         """What plugin.GetStatus shows about this instance."""
         c = self.compiled
+        if self.failing is not None:
+            return {"ConfigHash": None, "Failing": self.failing}
         return {"ConfigHash": None if c is None else c.key}
 
     def access(self, kong: Any) -> None:
         """Enforce on one request; any internal error is a 500, never a silent pass."""
+        if self.failing is not None:
+            self._fail_closed(kong)
+            return
+        if self._notice is not None:
+            notice, self._notice = self._notice, None
+            with contextlib.suppress(Exception):
+                kong.log.err(notice)
         try:
             outcome: Outcome | None = self._access(kong)
         except Exception as exc:  # noqa: BLE001 - the boundary: nothing may escape to Kong
@@ -167,6 +205,17 @@ class Plugin:
                 record(recorder, self.compiled, outcome)
             except Exception as exc:  # noqa: BLE001 - counting must never change an answer
                 log.error("ace: metrics failed: %s", type(exc).__name__)
+
+    @staticmethod
+    def _fail_closed(kong: Any) -> None:
+        # One PDK call, no log line: Kong's log had it once (rejected.py), status and
+        # metrics have it always.
+        kong.response.exit(500, ERROR_BODY)
+        recorder = metrics.RECORDER
+        if recorder is not None:
+            event = current_event()
+            recorder.decision(None, None, 0.0, event.calls if event is not None else 0,
+                              summary.CONFIG_REJECTED)
 
     def _access(self, kong: Any) -> Outcome:
         compiled = self.compiled
@@ -222,18 +271,41 @@ class Plugin:
         query = parse_query(raw_query) if raw_query else {}
         req = Request(method, path, headers, query, _first(headers.get("host")), service, None,
                       uri, authority, None, _line_count(headers) >= MAX_HEADERS)
-        routed = None
-        if c.needs_consumer:
-            # The consumer only matters once an operation matched; the trie lookup is cheaper
-            # than the round trip, and decide() reuses it.
+        # Routed here (decide() reuses it): the consumer and the body only matter once an
+        # operation matched, and the trie lookup is cheaper than a round trip.
+        routed = c.enforcer.route(req)
+        if routed.screened.needs_body:  # type: ignore[attr-defined]
+            # A POST form/JSON body under an API may hold `_method` (Laravel): one read.
+            req.body = _read_body(kong, headers)
+            req.body_spilled = req.body is None
             routed = c.enforcer.route(req)
-            if routed.operation is not None:
-                consumer = req.consumer = _v(kong.client.get_consumer())
-                if consumer is not None and _needs_credential(c, consumer, headers):
-                    # Another plugin's anonymous consumer has no credential (key-auth
-                    # set_consumer): one more read, only for a consumer ACE would trust.
-                    req.credential = bool(_v(kong.client.get_credential()))
+        if c.needs_consumer and routed.operation is not None:
+            consumer = req.consumer = _v(kong.client.get_consumer())
+            if consumer is not None and _needs_credential(c, consumer, headers):
+                # Another plugin's anonymous consumer has no credential (key-auth
+                # set_consumer): one more read, only for a consumer ACE would trust.
+                req.credential = bool(_v(kong.client.get_credential()))
         return req, raw_query, routed
+
+
+def _read_body(kong: Any, headers: Mapping[str, Any]) -> bytes | None:
+    """The POST body when it can be read safely; None: left uninspected.
+
+    kong.request.get_raw_body(0) reads the body from memory or from nginx's temporary file.
+    Only a body whose Content-Length is at most BODY_LIMIT is read: Kong 3.9.1 packs the
+    result as binary (kong/runloop/plugin_servers/rpc/mp_rpc.lua must_fix fix_raw), and the
+    nil get_raw_body returns for a body it cannot read raises in Kong (a 500). Not
+    kong.request.get_body: Kong's get_step_method takes a `_method` key of any table a PDK
+    call returns as the RPC method of the reply, so a form with `_method=DELETE` turns the
+    reply into an unknown RPC method, and Kong lets the request through unchecked.
+    """
+    length = _first(headers.get("content-length"))
+    if not isinstance(length, str) or not length.isdigit() or int(length) > BODY_LIMIT:
+        return None  # chunked, or too large to read at every request
+    body = _v(kong.request.get_raw_body(0))
+    if isinstance(body, str):
+        return body.encode("utf-8", "surrogateescape")
+    return body if isinstance(body, bytes) else None
 
 
 def _first(value: Any) -> Any:
@@ -276,7 +348,8 @@ def apply(kong: Any, d: Decision, raw_query: str, c: Compiled, path: str | None 
         consumer = CONSUMERS.get(kong, d.consumer)
         if consumer is None:
             # Like key-auth with a missing anonymous consumer: a configuration fault, a 500.
-            log.error("ace: consumer '%s' is configured but Kong has no such consumer", d.consumer)
+            log.error("ace: consumer '%s' is configured but Kong has no such consumer",
+                      escape(d.consumer))
             kong.response.exit(500, ERROR_BODY)
             return True
         _v(kong.client.authenticate(consumer, None))

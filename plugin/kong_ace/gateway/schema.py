@@ -72,6 +72,12 @@ API = _record(
     ("auth_strategy", _string(description="The strategy that admits {api: NAME} registrations: "
                               "a name from auth_strategies, default (the top-level key "
                               "settings; the default) or none (open).")),
+    ("path_case", _string(
+        required=True, default="unknown", one_of=["unknown", "sensitive", "insensitive"],
+        description="How the API's upstream routes paths: sensitive (case matters), "
+                    "insensitive (Express, ASP.NET Core: decide on the lower-cased path) or "
+                    "unknown (a path whose case-folded reading reaches another operation is "
+                    "answered 400).")),
     description="An API: its operations, from an OpenAPI document or a list.",
 )
 
@@ -331,8 +337,20 @@ CONFIG_FIELDS: tuple[Field, ...] = (
     {"method_override_action": _string(required=True, default="strip",
                                        one_of=["strip", "reject", "follow"],
                                        description="X-HTTP-Method-Override and kin, _method in "
-                                       "the query, under an API: strip, reject (400) or follow "
-                                       "(on a POST).")},
+                                       "the query (every spelling PHP reads as _method), under "
+                                       "an API: strip, reject (400) or follow (on a POST).")},
+    {"body_method_override_action": _string(
+        required=True, default="reject", one_of=["reject", "follow"],
+        description="A _method naming another method in the form or JSON body of a POST "
+                    "under an API (Laravel honours it): reject answers 400, follow decides "
+                    "on the method it names. A body cannot be stripped.")},
+    {"uninspected_body_action": _string(
+        required=True, default="reject_if_ambiguous",
+        one_of=["reject_if_ambiguous", "reject", "allow"],
+        description="A POST form or JSON body under an API that cannot be inspected for "
+                    "_method (nginx spilled it to a file: larger than client_body_buffer_size): "
+                    "reject_if_ambiguous answers 400 only where another method has an operation "
+                    "at the same path, reject always, allow never.")},
     # Classic mode: kong.log.set_serialize_value("ace", summary), one more PDK call a request.
     {"log_summary": {"type": "boolean", "required": True, "default": False,
                      "description": "Classic mode: hand Kong's logging plugins a summary of "

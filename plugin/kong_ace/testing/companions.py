@@ -8,6 +8,7 @@ so the two cannot drift apart unnoticed.
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from kong_ace.testing.pdk import KongPDK
@@ -66,6 +67,45 @@ def request_headers(pdk: KongPDK) -> tuple[dict[str, Any], bool]:
     return pdk.get_headers(MAX_HEADERS), lines > MAX_HEADERS
 
 
+def body_kind(content_type: Any) -> str | None:
+    """ace-context's body_kind: the kinds of POST body Laravel reads ``_method`` from."""
+    content_type = _first(content_type)
+    if not isinstance(content_type, str):
+        return None
+    low = content_type.lower()
+    media = re.match(r"^\s*([^;, ]*)", low).group(1)  # type: ignore[union-attr]
+    if media == "application/x-www-form-urlencoded":
+        return "form"
+    if media == "multipart/form-data":
+        return "multipart"
+    return "json" if "/json" in low or "+json" in low else None
+
+
+def may_override(kind: str, body: str | bytes) -> bool:
+    """ace-context's may_override: whether the body can spell ``_method`` at all."""
+    raw = body.encode("utf-8", "surrogateescape") if isinstance(body, str) else body
+    if b"method" in raw:
+        return True
+    if kind == "form":
+        return b"%" in raw
+    return kind == "json" and b"\\" in raw
+
+
+def post_body(pdk: KongPDK, method: Any, headers: dict[str, Any]) -> tuple[Any, Any]:
+    """ace-context's post_body: (body or "", None), (None, True) when spilled, or (None, None)."""
+    if method != "POST":
+        return None, None
+    kind = body_kind(headers.get("content-type"))
+    if kind is None:
+        return None, None
+    data = pdk.get_body_data()
+    if data is not None:
+        return (_lua_string(data) if may_override(kind, data) else ""), None
+    if pdk.get_body_file() is not None:
+        return None, True
+    return "", None
+
+
 def context(pdk: KongPDK) -> None:
     """ace-context's access handler."""
     ctx = pdk.ctx
@@ -73,25 +113,28 @@ def context(pdk: KongPDK) -> None:
     headers, truncated = request_headers(pdk)
     consumer = _pdk(pdk, "kong.client.get_consumer")
     credential = _pdk(pdk, "kong.client.get_credential")
-    caller = None
-    anonymous = False
+    caller = anonymous = None
     if isinstance(consumer, dict):
         caller = _table(id=consumer.get("id"), username=consumer.get("username"),
                         custom_id=consumer.get("custom_id"))
-        anonymous = credential is None or _first(headers.get("x-anonymous-consumer")) == "true"
+        anonymous = (credential is None
+                     or _first(headers.get("x-anonymous-consumer")) == "true" or None)
+    method = _pdk(pdk, "kong.request.get_method")
+    body, spilled = post_body(pdk, method, headers)
     ctx[REQUEST_KEY] = _table(
-        method=_pdk(pdk, "kong.request.get_method"),
+        method=method,
         target=_lua_string(pdk.get_var("request_uri")),
         path=_lua_string(_pdk(pdk, "kong.request.get_path")),
         host=_lua_string(pdk.get_var("http_host")),
         authority=_lua_string(pdk.get_var("host")),
         headers=headers,
-        headers_truncated=truncated,
+        headers_truncated=truncated or None,
         consumer=caller,
-        credential=credential is not None,
+        credential=credential is not None or None,
         anonymous=anonymous,
-        route=_ids(_pdk(pdk, "kong.router.get_route")),
         service=_ids(_pdk(pdk, "kong.router.get_service")),
+        body=body,
+        body_spilled=spilled,
     )
 
 

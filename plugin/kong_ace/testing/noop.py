@@ -20,7 +20,7 @@ Schema: list[dict[str, Any]] = []
 UPSTREAM = {"X-ACE-Operation-ID": "op", "X-ACE-Application-ID": "app", "X-ACE-Package": "pkg"}
 RESPONSE = {"RateLimit-Limit": "5", "RateLimit-Remaining": "4", "RateLimit-Reset": "60"}
 BODY = {"message": "denied"}
-VERDICT = {"allow": True, "set": UPSTREAM, "clear": list(UPSTREAM), "response_headers": RESPONSE,
+VERDICT = {"allow": True, "set": UPSTREAM, "response_headers": RESPONSE,
            "summary": {"outcome": "allowed"}}
 
 

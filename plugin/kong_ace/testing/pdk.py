@@ -56,6 +56,17 @@ class KongRequest:
     request_line: str | None = None  # override $request (e.g. an absolute-form target)
     upstream_uri: str | None = None  # $upstream_uri after a route rewrote the path
     answers: dict[str, Any] = field(default_factory=dict)  # PDK method -> forced result
+    body: str | bytes | None = None  # the request body (None: none)
+    body_in_file: bool = False  # nginx spilled the body to a file (> client_body_buffer_size)
+    chunked: bool = False  # the body came chunked: no Content-Length
+
+    def __post_init__(self) -> None:
+        # A client sends the length of its body (unless chunked).
+        if self.body is not None and not self.chunked and not any(
+                k.lower() == "content-length" for k in self.headers):
+            raw = self.body.encode("utf-8", "surrogateescape") if isinstance(
+                self.body, str) else self.body
+            self.headers = {**self.headers, "Content-Length": str(len(raw))}
 
 
 def fix_mmap(table: dict[str, Any]) -> dict[str, Any]:
@@ -154,6 +165,7 @@ class KongPDK:
             "kong.request.get_raw_path": lambda: self.raw_path,
             "kong.request.get_path_with_query": lambda: self.request_uri,
             "kong.request.get_raw_query": lambda: self.raw_query,
+            "kong.request.get_raw_body": self.get_raw_body,
             "kong.request.get_query": lambda *_: lua_uri_args(self.raw_query),
             "kong.request.get_headers": self.get_headers,
             "kong.request.get_header": self.get_header,
@@ -215,6 +227,32 @@ class KongPDK:
             "http_host": self.get_header("host"),  # the Host header only (nil without one)
             "scheme": "http",
         }.get(name)
+
+    def get_body_data(self) -> str | bytes | None:
+        """ngx.req.get_body_data() after ngx.req.read_body(): nil when spilled or empty."""
+        body = self.req.body
+        return None if self.req.body_in_file or not body else body
+
+    def get_body_file(self) -> str | None:
+        """ngx.req.get_body_file(): the temporary file of a spilled body."""
+        return "/tmp/nginx/client_body_temp/0000000001" if self.req.body_in_file else None
+
+    def get_raw_body(self, max_allowed_file_size: Any = None) -> bytes:
+        """kong/pdk/request.lua get_raw_body through Kong 3.9.1's RPC (mp_rpc.lua fix_raw).
+
+        Packed as binary. A spilled body is read from its file only when
+        ``max_allowed_file_size`` allows it; otherwise get_raw_body returns nil, which fix_raw
+        cannot pack: a Lua error (the request is a 500).
+        """
+        data = self.get_body_data()
+        if data is None and self.get_body_file() is not None:
+            if not isinstance(max_allowed_file_size, int) or max_allowed_file_size < 0 or (
+                    0 < max_allowed_file_size < len(self.req.body or b"")):
+                raise LuaError("MessagePack.lua:126: attempt to get length of local 'str' "
+                               "(a nil value)")
+            data = self.req.body
+        data = data or b""
+        return data.encode("utf-8", "surrogateescape") if isinstance(data, str) else data
 
     def get_headers(self, max_headers: int | None = None) -> dict[str, Any]:
         """ngx.req.get_headers(): lower-case names, the first 100 header lines."""

@@ -1,0 +1,92 @@
+"""The case-folded reading of a path (SPEC §8): Express and ASP.NET Core route ignoring case.
+
+``GET /users/Export`` is getUser for a case-sensitive router (``{id}`` = ``Export``) and
+exportUsers for a case-insensitive one; ``DELETE /Orders/1`` reaches nothing in a catalog that
+spells ``/orders/{id}``, and deleteOrder upstream. Each API says how its upstream routes
+(``path_case``): ``sensitive`` (no folded reading), ``insensitive`` (decide on the folded
+reading) or ``unknown`` (the default: both readings must reach the same operation).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from kong_ace.core.matcher import Match, Matcher, Operation, Scope
+
+
+class CaseConflict(ValueError):
+    """Two templates fold to one under an API whose upstream routes ignoring case."""
+
+    def __init__(self, api: str, message: str) -> None:
+        super().__init__(message)
+        self.api = api
+
+
+@dataclass(frozen=True, slots=True)
+class CaseReadings:
+    """Lower-cased templates of every API not declared case-sensitive, compiled once."""
+
+    matcher: Matcher
+    always: bool  # a template holds an upper-case letter: even a lower-case path may differ
+    insensitive: frozenset[int]  # uids of operations whose upstream routes ignoring case
+    conflicts: frozenset[int]  # uids whose folded template is another operation's too
+
+    def needed(self, path: str) -> bool:
+        """Whether ``path`` may read differently once folded (cheap: no per-request regex)."""
+        return self.always or not (path.islower() or path.lower() == path)
+
+    def resolve(self, exact: Match, folded: Match) -> Match | None:
+        """The match to decide on given both readings, or None when they are ambiguous."""
+        fo, eo = folded.operation, exact.operation
+        conflicts = self.conflicts
+        if fo is eo:
+            return exact if eo is None or eo.uid not in conflicts else None
+        if fo is None:
+            # Not in the folded index: a case-sensitive API's operation (fine), or one whose
+            # folded template another operation shares (ambiguous).
+            return None if eo is not None and eo.uid in conflicts else exact
+        insensitive = self.insensitive
+        if fo.uid in insensitive and (eo is None or eo.uid in insensitive):
+            return folded  # the upstream folds: its operation is the folded one
+        return None
+
+
+def compile_case(apis: list[tuple[str, Scope, tuple[Operation, ...]]],
+                 shape: dict[int, str]) -> CaseReadings | None:
+    """Index ``apis`` (path_case, scope, operations) folded; None if all are case-sensitive.
+
+    ``shape``: each operation's template with its parameters as ``{}``, for spotting two
+    templates that fold to the same one. Raises CaseConflict for an insensitive API.
+    """
+    matcher = Matcher()
+    always = False
+    insensitive: set[int] = set()
+    conflicts: set[int] = set()
+    seen: dict[tuple[str, str, Scope], Operation] = {}
+    indexed = False
+    for path_case, scope, ops in apis:
+        if path_case == "sensitive":
+            continue
+        for op in ops:
+            indexed = True
+            folded = op.path.lower()
+            always = always or folded != op.path
+            if path_case == "insensitive":
+                insensitive.add(op.uid)
+            key = (op.method, shape[op.uid].lower(), scope)
+            other = seen.get(key)
+            if other is None:
+                try:
+                    matcher.add(op, scope, path=folded)
+                    seen[key] = op
+                    continue
+                except ValueError:
+                    other = op  # a tie with another folded template: ambiguous alone
+            if path_case == "insensitive" or other.uid in insensitive:
+                api = op.api if path_case == "insensitive" else other.api
+                raise CaseConflict(api, f"'{op}' and '{other}' are the same operation to a "
+                                        "case-insensitive upstream (path_case: insensitive)")
+            conflicts.update((op.uid, other.uid))
+    if not indexed:
+        return None
+    return CaseReadings(matcher, always, frozenset(insensitive), frozenset(conflicts))
