@@ -90,9 +90,13 @@ class Process:
 
 def _server_args(port: int, *extra: str) -> list[str]:
     # No diskless-sync delay (5 s by default): a replica must hold the data before a test kills
-    # its primary.
+    # its primary. Replicas load the primary's data from the socket, never through an RDB file:
+    # the servers share one directory, and a server restarted after a kill loaded the `dump.rdb`
+    # another server's replica had written, with a previous test's counters (then, promoted, it
+    # answered 429 to every request; docs/testing.md). A killed server comes back empty.
     return ["redis-server", "--bind", "127.0.0.1", "--port", str(port), "--save", "",
-            "--appendonly", "no", "--repl-diskless-sync-delay", "0", *extra]
+            "--appendonly", "no", "--repl-diskless-sync-delay", "0",
+            "--repl-diskless-load", "swapdb", "--dbfilename", f"dump-{port}.rdb", *extra]
 
 
 def replicas_in_sync(nodes: list[Process]) -> bool:

@@ -138,6 +138,7 @@ class Load:
         self.remaining: list[str] = []  # their RateLimit-Remaining
         self.uncounted = 0  # admitted by fault_tolerant, without headers
         self.limited = 0
+        self.last_limited: dict[str, str] | None = None  # headers of the last 429, for a failure
         self.failed = 0  # 500 (fault_tolerant false)
         self.threads = [threading.Thread(target=self._run, args=(nodes[i % len(nodes)],))
                         for i in range(threads)]
@@ -153,6 +154,7 @@ class Load:
                     self.uncounted += 1
                 elif d.status == 429:
                     self.limited += 1
+                    self.last_limited = d.headers
                 else:
                     assert d.status == 500, d
                     self.failed += 1
@@ -167,6 +169,14 @@ class Load:
         self.stop.set()
         for t in self.threads:
             t.join()
+
+
+def _or_error(read: Callable[[], Any]) -> Any:
+    """What read() returns, or its error (for a failure message)."""
+    try:
+        return read()
+    except Exception as exc:  # noqa: BLE001 - describing a failure, not handling it
+        return repr(exc)
 
 
 def _kill_primary_under_load(
@@ -194,7 +204,9 @@ def _kill_primary_under_load(
         except RuntimeError:
             raise AssertionError(
                 f"no failover: counted {counted_at_kill} -> {load.counted}, uncounted "
-                f"{load.uncounted}, failed {load.failed}, new primary {new_primary_ready()}; "
+                f"{load.uncounted}, failed {load.failed}, limited {load.limited} (last "
+                f"{load.last_limited}), new primary {new_primary_ready()} holding "
+                f"{_or_error(counter)}; "
                 f"{deployment_state(deployment)}"
             ) from None
         wait_for(lambda: load.limited > 20, "the limit to be reached", 60)
