@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import signal
+import socket as socketlib
 import subprocess
 import time
 from typing import Any
@@ -13,10 +14,11 @@ from typing import Any
 import pytest
 
 from kong_ace.gateway import rpc as rpc_module
-from kong_ace.gateway.events import ERROR_EXIT, GreenletEvent
+from kong_ace.gateway.events import GreenletEvent
 from kong_ace.gateway.rpc import PluginServer
 from kong_ace.testing import KongNode, KongRPC, PluginServerProcess, noop, server_command
 from kong_ace.testing.process import KongManagedServer
+from kong_ace.testing.rpc import RPCFailure
 from tests.gateway.support import MOBILE, get, outcomes_config
 
 
@@ -124,31 +126,101 @@ def test_instances_dropped_by_kong_are_closed_and_compiled_configs_stay_bounded(
 # --- stopping -----------------------------------------------------------------------------
 
 
+class Wire:
+    """A raw Kong connection: writes calls and reads messages without nginx's pool rules."""
+
+    def __init__(self, path: str) -> None:
+        import msgpack
+
+        self.sock = socketlib.socket(socketlib.AF_UNIX, socketlib.SOCK_STREAM)
+        self.sock.settimeout(10)
+        self.sock.connect(path)
+        self.unpacker = msgpack.Unpacker(raw=False, strict_map_key=False)
+        self.msg_id = 0
+        self.notes: list[list[Any]] = []
+        assert self.read()[:2] == [2, "serverPid"]
+
+    def write(self, method: str, *args: Any) -> int:
+        import msgpack
+
+        self.msg_id += 1
+        self.sock.sendall(msgpack.packb([0, self.msg_id, method, list(args)]))
+        return self.msg_id
+
+    def read(self) -> list[Any]:
+        while True:
+            for msg in self.unpacker:
+                return msg  # type: ignore[no-any-return]
+            chunk = self.sock.recv(65536)
+            if not chunk:
+                raise EOFError("closed by the server")
+            self.unpacker.feed(chunk)
+
+    def reply(self, msg_id: int) -> Any:
+        """The result of call ``msg_id``; notifications before it are kept in ``notes``."""
+        while True:
+            msg = self.read()
+            if msg[0] == 2:
+                self.notes.append(msg)
+                continue
+            assert msg[:3] == [1, msg_id, None], msg
+            return msg[3]
+
+    def call(self, method: str, *args: Any) -> Any:
+        return self.reply(self.write(method, *args))
+
+
 @pytest.mark.parametrize("mode", ["gevent", "threading"])
-def test_sigterm_finishes_the_events_in_flight(mode: str) -> None:
+def test_a_stopping_server_answers_every_call_and_lets_idle_connections_go(mode: str) -> None:
+    # SPEC §10: Kong's pool hands out a connection and writes a call without asking whether
+    # the server is leaving; only an idle pooled connection that turns readable is dropped.
     with PluginServerProcess(args=("--mode", mode)) as srv:
-        rpc = KongRPC(srv.socket)
-        iid = start(rpc, outcomes_config())
-        step = rpc.call("plugin.HandleEvent", {"InstanceId": iid, "EventName": "access"})
-        assert step["Data"]["Method"] == "kong.nginx.get_ctx"  # no companion table: classic
-        step = rpc.call("plugin.Step", {"EventId": step["EventId"]})
-        assert step["Data"]["Method"] == "kong.nginx.get_var"
+        a, b = Wire(srv.socket), Wire(srv.socket)
+        iid = a.call("plugin.StartInstance",
+                     {"Name": "ace", "Config": __import__("json").dumps(outcomes_config())})["Id"]
+        step = a.call("plugin.HandleEvent", {"InstanceId": iid, "EventName": "access"})
+        assert step["Data"]["Method"] == "kong.nginx.get_ctx"
         srv.proc.send_signal(signal.SIGTERM)  # type: ignore[union-attr]
-        deadline = time.monotonic() + 10
-        while os.path.exists(srv.socket):  # draining: no longer accepting, socket file gone
+        # Idle connections are poked: one notification Kong ignores, which makes nginx's pool
+        # drop the connection (ngx_http_lua_socket_keepalive_close_handler).
+        assert a.read()[:2] == [2, "serverDraining"]
+        assert b.read()[:2] == [2, "serverDraining"]
+        # Kong had taken `a` from its pool before the poke reached it: its Step is answered.
+        step = a.call("plugin.Step", {"EventId": step["EventId"]})
+        assert step["Data"]["Method"] == "kong.nginx.get_var"
+        step = a.call("plugin.Step", {"EventId": step["EventId"],
+                                      "Data": "GET /flights/v1/flights HTTP/1.1"})
+        step = a.call("plugin.StepMultiMap", {"EventId": step["EventId"], "Data": {}})
+        while step["Data"]["Method"] != "kong.response.exit":  # the consumer: none
+            step = a.call("plugin.StepConsumer", {"EventId": step["EventId"]})
+        assert step["Data"]["Args"][0] == 401  # no key: decided and sent while stopping
+        # No event in flight any more. Before: the server exited here, and a call Kong wrote
+        # next on a pooled connection died ("no data": the request went through unchecked).
+        time.sleep(0.3)
+        assert srv.alive()
+        assert b.call("plugin.GetStatus")["Pid"] == srv.pid
+        assert a.read()[:2] == [2, "serverDraining"]  # poked again once idle after its call
+        assert b.read()[:2] == [2, "serverDraining"]
+        t0 = time.monotonic()
+        a.sock.close()
+        b.sock.close()  # what nginx's pool does with a poked idle connection
+        assert srv.proc.wait(timeout=10) == 0  # type: ignore[union-attr]
+        assert time.monotonic() - t0 < 2  # at once, not at the drain bound
+        assert "every connection let go, no event in flight" in srv.log
+
+
+def test_kongs_pool_model_drops_a_poked_idle_connection_and_reconnects() -> None:
+    # The harness's pool follows nginx: an idle pooled connection that turned readable is
+    # dropped before the next call, which then connects afresh (here: to the successor).
+    with PluginServerProcess(args=("--supervise",)) as sup:
+        rpc = KongRPC(sup.socket)
+        first = rpc.call("plugin.GetStatus")["Pid"]
+        sup.proc.send_signal(signal.SIGHUP)  # type: ignore[union-attr]
+        deadline = time.monotonic() + 30
+        while rpc.call("plugin.GetStatus")["Pid"] == first:
             assert time.monotonic() < deadline
             time.sleep(0.01)
-        assert srv.alive()  # the event in flight is still being served
-        step = rpc.call("plugin.Step", {"EventId": step["EventId"],
-                                        "Data": "GET /flights/v1/flights HTTP/1.1"})
-        # Before: the server exited at once and Kong got "no data" (the request went through).
-        assert step["Data"]["Method"] == "kong.request.get_headers"
-        step = rpc.call("plugin.StepMultiMap", {"EventId": step["EventId"], "Data": {}})
-        while step["Data"]["Method"] != "kong.response.exit":  # the consumer: none
-            step = rpc.call("plugin.StepConsumer", {"EventId": step["EventId"]})
-        assert step["Data"]["Args"][0] == 401  # no key: the decision was made and sent
-        assert srv.proc.wait(timeout=10) == 0  # type: ignore[union-attr]
-        assert "no event in flight" in srv.log
+        assert [n for n in rpc.notifications if n[0] == "serverDraining"] == []  # dropped unread
         rpc.close()
 
 
@@ -161,7 +233,7 @@ def test_sigterm_waits_for_events_only_up_to_the_bound() -> None:
         srv.proc.send_signal(signal.SIGTERM)  # type: ignore[union-attr]
         assert srv.proc.wait(timeout=10) == 0  # type: ignore[union-attr]
         assert 0.4 <= time.monotonic() - t0 < 5
-        assert "1 event(s) still in flight" in srv.log
+        assert "1 connection(s) open and 1 event(s) in flight" in srv.log
         rpc.close()
 
 
@@ -198,8 +270,9 @@ def test_a_step_from_before_a_restart_never_lands_in_another_event() -> None:
                                                      "EventName": "access"})
             # Before: both processes numbered events from 0, so the stale Step resumed `live`.
             assert live["EventId"] != stale["EventId"]
-            answer = other.call("plugin.Step", {"EventId": stale["EventId"], "Data": "x"})
-            assert answer["Data"] == ERROR_EXIT
+            # Answered "no plugin instance": Kong restarts the phase (mp_rpc.lua handle_event).
+            with pytest.raises(RPCFailure, match="no plugin instance"):
+                other.call("plugin.Step", {"EventId": stale["EventId"], "Data": "x"})
             assert live["Data"]["Method"] == "kong.nginx.get_ctx"
             step = other.call("plugin.Step", {"EventId": live["EventId"]})
             assert step["Data"]["Method"] == "kong.nginx.get_var"  # untouched by the stale Step

@@ -88,7 +88,8 @@ def test_scraped_counters_equal_the_mix_exactly(server: PluginServerProcess,
 
     # C: a config the core rejects (Kong's schema would have let it through), no last good one.
     c = KongNode(server.socket, {"apis": [{"name": "x"}]}, workers=1)
-    assert c.request(path="/").status == 500
+    assert c.request(path="/").status == 500  # StartInstance fails: Kong's 500, not counted
+    assert send(c, "/").status == 500  # the fail-closed instance answers and counts it
     # A's next config is rejected too: A keeps serving its last good config (and counting).
     a.configure({"apis": [{"name": "y"}]})
     assert send(a, FLIGHTS, "good").status == 200
@@ -116,6 +117,7 @@ def test_scraped_counters_equal_the_mix_exactly(server: PluginServerProcess,
         d("500", "internal_error"): 1,
         d("proxied", "pass_through"): 1,
         d("500", "store_unavailable", flights, "flights"): 1,
+        d("500", "config_rejected"): 1,
     })
     decided = len(results)
     assert delta(before, after, "kong_ace_decision_seconds_count") == \

@@ -167,13 +167,22 @@ def test_a_bad_reload_keeps_the_last_good_config_and_a_fresh_one_fails_closed(
     node.configure(bad, workers=[0])  # worker 0 sees the broken reload first
     r = node.request(good, worker=0)
     assert (r.status, r.errors) == (200, [])
-    assert node.request(keyless, worker=0).status == 401  # enforced by the last good config
+    # Kong's error log hears of it once (kong.log.err), not once per request.
+    assert [m for lvl, m in r.logs if lvl == "err" and "still serving its last good" in m]
+    r = node.request(keyless, worker=0)
+    assert r.status == 401  # enforced by the last good config
+    assert not [m for lvl, m in r.logs if lvl == "err"]
     assert node.request(good, worker=1).status == 200  # the running instance is untouched
     fresh = KongNode(plugin_server.socket, bad, workers=1)  # another plugin id: nothing good
+    # Kong logs the StartInstance error of the first request only; every later request is
+    # answered 500 by the fail-closed instance: no log line, no StartInstance, one PDK call.
+    r = fresh.request(good)
+    assert (r.status, r.proxied) == (500, False)
+    assert "packages[0].operations[0]" in r.errors[0] and "no last good config" in r.errors[0]
     for _ in range(3):
         r = fresh.request(good)
-        assert (r.status, r.proxied) == (500, False)
-        assert "packages[0].operations[0]" in r.errors[0]
+        assert (r.status, r.proxied, r.errors, r.logs) == (500, False, [], [])
+        assert r.pdk_calls == ["kong.response.exit"]
     node.configure(hardening_config())  # fixed: both workers serve the new config
     assert [node.request(good, worker=w).status for w in (0, 1)] == [200, 200]
     node.close()

@@ -115,3 +115,34 @@ def test_keys_a_newer_server_adds_are_rendered(capsys: pytest.CaptureFixture[str
     assert "Breakers: none" in out
     assert "Supervisor: {'Restarts': 2}" in out
     assert "in-process counters only" in out
+
+
+def test_a_rejected_config_is_the_headline_and_fail_closed_exits_2(
+        server: PluginServerProcess) -> None:
+    good = KongNode(server.socket, outcomes_config(), workers=1)
+    assert get(good, FLIGHTS, "good").status == 200
+    proc = kong_ace("status", "--socket", server.socket)
+    assert proc.returncode == 0 and "WARNING" not in proc.stdout and "FAIL" not in proc.stdout
+    bad = outcomes_config()
+    bad["packages"][0]["operations"][0]["api"] = "nosuch"
+    good.configure(bad)  # rejected: the last good config keeps deciding
+    assert get(good, FLIGHTS, "good").status == 200
+    proc = kong_ace("status", "--socket", server.socket)
+    assert proc.returncode == 0, proc.stderr
+    (line,) = [x for x in proc.stdout.splitlines() if x.startswith("WARNING")]
+    assert good.plugin_id in line and "unknown API 'nosuch'" in line
+    assert "still serving its last good config" in line
+
+    fresh = KongNode(server.socket, bad, workers=1)  # another plugin: nothing good to serve
+    assert get(fresh, FLIGHTS, "good").status == 500
+    proc = kong_ace("status", "--socket", server.socket)
+    assert proc.returncode == 2, proc.stderr
+    first = proc.stdout.splitlines()[1]
+    assert first.startswith(f"FAIL CLOSED: plugin {fresh.plugin_id}: config ")
+    assert "no last good config: Kong answers 500" in first
+    assert kong_ace("status", "--socket", server.socket, "--json").returncode == 2
+    fresh.configure(outcomes_config())  # fixed: nothing fails closed any more
+    assert get(fresh, FLIGHTS, "good").status == 200
+    assert kong_ace("status", "--socket", server.socket).returncode == 0
+    good.close()
+    fresh.close()

@@ -22,6 +22,7 @@ from typing import Any
 from kong_ace.core.catalog import KONG_KEYS, is_kong_meta
 from kong_ace.core.enforcer import Enforcer
 from kong_ace.errors import ConfigError
+from kong_ace.gateway.last_good import LastGoodFiles
 from kong_ace.gateway.schema import config_record, empty_maps_to_lists
 from kong_ace.limits.limiter import MemoryStorage
 
@@ -126,6 +127,12 @@ class CompiledCache:
         self._last_good: OrderedDict[str, str] = OrderedDict()  # plugin id -> hash
         self._rejections: dict[str, Rejection] = {}
         self.compiles = 0  # how many times a config was compiled (tests: failures compile once)
+        self.files: LastGoodFiles | None = None  # last good configs on disk (last_good.py)
+
+    def keep_on_disk(self, files: LastGoodFiles) -> None:
+        """Save each plugin's last good config in ``files`` and fall back to those at need."""
+        files.load_all()
+        self.files = files
 
     def acquire(self, config: Mapping[str, Any]) -> Compiled:
         """The compiled form of ``config``, or its plugin's last good one if ACE rejects it.
@@ -155,6 +162,8 @@ class CompiledCache:
             if pid is not None:
                 self._pin(pid, key)
                 self._rejections.pop(pid, None)
+                if self.files is not None:
+                    self.files.save(pid, key, config)
             return entry
 
     def release(self, entry: Compiled) -> None:
@@ -169,11 +178,17 @@ class CompiledCache:
         with self._lock:
             return list(self._rejections.values())
 
+    def rejection(self, pid: str | None) -> Rejection | None:
+        """The current rejection of plugin ``pid``, if its latest config was rejected."""
+        with self._lock:
+            return self._rejections.get(pid) if pid is not None else None
+
     def status(self) -> dict[str, Any]:
         """What GetStatus reports about compiled configs (keys only ever added)."""
         with self._lock:
             return {"CompiledIdle": len(self._idle), "Failures": len(self._failures),
                     "Compiles": self.compiles,
+                    "LastGoodDir": None if self.files is None else self.files.directory,
                     "Rejected": [r.as_status() for r in self._rejections.values()]}
 
     def __len__(self) -> int:
@@ -208,6 +223,8 @@ class CompiledCache:
         place, problem = failure
         message = f"{place}: {problem}" if place else problem
         good = self._entries.get(self._last_good.get(pid, "")) if pid is not None else None
+        if good is None and pid is not None:
+            good = self._from_disk(pid)
         if pid is not None:
             known = self._rejections.get(pid)
             if first or known is None or known.config_hash != key:
@@ -220,9 +237,30 @@ class CompiledCache:
         if good is None:
             exc = ConfigError(place, problem)
             exc.logged = True  # type: ignore[attr-defined]
+            exc.rejected = (pid, key)  # type: ignore[attr-defined]  # plugin.py: fail closed
             raise exc
         self._last_good.move_to_end(pid)  # type: ignore[arg-type]
         return self._use(good)
+
+    def _from_disk(self, pid: str) -> Compiled | None:
+        """The last good config of ``pid`` a previous server process saved, compiled."""
+        config = self.files.configs.pop(pid, None) if self.files is not None else None
+        if config is None:
+            return None
+        clean = canonical_config(config)
+        key = config_key(clean)
+        entry = self._entries.get(key)
+        if entry is None:
+            try:
+                entry = self._compile(key, clean)
+            except ConfigError as exc:
+                log.error("%s: plugin %s: the last good config on disk no longer compiles: %s",
+                          "ace", pid, exc)
+                return None
+        log.warning("%s: plugin %s: serving the last good config %s kept on disk by a previous "
+                    "server process", "ace", pid, key[:12])
+        self._pin(pid, key)
+        return entry
 
     def _pin(self, pid: str, key: str) -> None:
         old = self._last_good.get(pid)

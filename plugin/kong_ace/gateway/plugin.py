@@ -32,8 +32,9 @@ from kong_ace.core.logsafe import escape
 from kong_ace.core.matcher import Match
 from kong_ace.core.normalize import normalize_path
 from kong_ace.core.target import ANONYMOUS_HEADER, ESCAPED_SLASH
-from kong_ace.gateway import companion, metrics, summary
-from kong_ace.gateway.compiled import CACHE, Compiled
+from kong_ace.errors import ConfigError
+from kong_ace.gateway import companion, metrics, rejected, summary
+from kong_ace.gateway.compiled import CACHE, Compiled, plugin_id
 from kong_ace.gateway.events import current_event
 from kong_ace.gateway.request_line import kong_escape, parse_query, parse_request, strip_query
 from kong_ace.gateway.schema import CONFIG_FIELDS
@@ -134,9 +135,33 @@ class Plugin:
     """One plugin instance (one per nginx worker and config version); the config is shared."""
 
     def __init__(self, config: Mapping[str, Any]) -> None:
-        self.compiled: Compiled | None = CACHE.acquire(config)
+        self.compiled: Compiled | None = None
         self._released = False
+        self.failing: str | None = None  # rejected, no last good config: 500 to every request
+        self._notice: str | None = None  # rejected, last good serving: tell Kong's log once
+        pid = plugin_id(config)
+        try:
+            self.compiled = CACHE.acquire(config)
+        except ConfigError as exc:
+            pair = getattr(exc, "rejected", None)
+            if pair is None or pair[0] is None:  # Kong always sends __plugin_id
+                raise
+            if rejected.NOTICES.first(*pair):
+                # Kong logs StartInstance's error once and answers this request 500.
+                # rejected.py says why every later StartInstance of it succeeds instead.
+                told = ConfigError(exc.place, exc.problem + rejected.FAILED)
+                told.logged = True  # type: ignore[attr-defined]
+                raise told from None
+            self.failing = pair[1]
+            return
         metrics.watch(self.compiled.enforcer.limiter)
+        rejection = CACHE.rejection(pid)
+        if rejection is None:
+            rejected.NOTICES.forget(pid)
+        elif rejection.serving == self.compiled.key and rejected.NOTICES.first(
+                pid, rejection.config_hash):
+            self._notice = rejected.serving(pid, rejection.config_hash, rejection.error,
+                                            self.compiled.key)
 
     def close(self) -> None:
         """Kong closed this instance (or the server reaped it): drop our hold on the config.
@@ -151,10 +176,19 @@ class Plugin:
     def status(self) -> dict[str, Any]:
         """What plugin.GetStatus shows about this instance."""
         c = self.compiled
+        if self.failing is not None:
+            return {"ConfigHash": None, "Failing": self.failing}
         return {"ConfigHash": None if c is None else c.key}
 
     def access(self, kong: Any) -> None:
         """Enforce on one request; any internal error is a 500, never a silent pass."""
+        if self.failing is not None:
+            self._fail_closed(kong)
+            return
+        if self._notice is not None:
+            notice, self._notice = self._notice, None
+            with contextlib.suppress(Exception):
+                kong.log.err(notice)
         try:
             outcome: Outcome | None = self._access(kong)
         except Exception as exc:  # noqa: BLE001 - the boundary: nothing may escape to Kong
@@ -171,6 +205,17 @@ class Plugin:
                 record(recorder, self.compiled, outcome)
             except Exception as exc:  # noqa: BLE001 - counting must never change an answer
                 log.error("ace: metrics failed: %s", type(exc).__name__)
+
+    @staticmethod
+    def _fail_closed(kong: Any) -> None:
+        # One PDK call, no log line: Kong's log had it once (rejected.py), status and
+        # metrics have it always.
+        kong.response.exit(500, ERROR_BODY)
+        recorder = metrics.RECORDER
+        if recorder is not None:
+            event = current_event()
+            recorder.decision(None, None, 0.0, event.calls if event is not None else 0,
+                              summary.CONFIG_REJECTED)
 
     def _access(self, kong: Any) -> Outcome:
         compiled = self.compiled

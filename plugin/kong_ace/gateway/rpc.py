@@ -21,6 +21,7 @@ from typing import Any
 import msgpack
 from greenlet import greenlet
 
+from kong_ace.gateway.drain import Connections, Tracked
 from kong_ace.gateway.events import DEFAULT_TIMEOUT, ERROR_EXIT, Event, Output
 
 log = logging.getLogger("kong_ace.gateway.server")
@@ -265,7 +266,16 @@ class PluginServer:
         eid = data.get("EventId")
         event = self.events.get(eid)  # type: ignore[arg-type]
         if event is None:
-            log.error("step for unknown event %s; answering 500", eid)
+            if type(eid) is int:
+                # Another server process started it: during a restart Kong's pool holds
+                # connections to both, and a Step may go to the other one. Kong restarts the
+                # phase on this answer (mp_rpc.lua handle_event), a fresh decision on one
+                # server, where a 500 would fail a request the old server was deciding.
+                log.warning("step for unknown event %s (started by another server process); "
+                            "Kong restarts the phase", eid)
+                raise RPCError(f"no plugin instance for event {eid}: started by another "
+                               "server process")
+            log.error("step for unknown event %r; answering 500", eid)
             return {"Data": ERROR_EXIT, "EventId": eid}
         return self._reply(event, event.resume(data.get("Data"), err))
 
@@ -325,9 +335,11 @@ def _seq_at_least(newer: Any, older: Any) -> bool:
 class Connection:
     """One Kong connection: frames, dispatches, answers; survives any single bad message."""
 
-    def __init__(self, sock: Any, server: PluginServer) -> None:
+    def __init__(self, sock: Any, server: PluginServer,
+                 connections: Connections | None = None) -> None:
         self.sock = sock
         self.server = server
+        self.connections = connections  # a draining server pokes these (drain.py)
         # Lua strings are bytes: header values need not be UTF-8. surrogateescape keeps them
         # (and writes them back unchanged) instead of failing the whole connection.
         self.unpacker = msgpack.Unpacker(raw=False, unicode_errors="surrogateescape",
@@ -340,18 +352,32 @@ class Connection:
         # Kong resets its instances when the server pid it last saw changes (mp_rpc.lua).
         sock.sendall(self.packer.pack([2, "serverPid", os.getpid()]))
         recv, send = socket_io(sock)
-        while True:
-            chunk = recv(65536)
-            if not chunk:
-                return
-            self.unpacker.feed(chunk)
-            try:
-                for msg in self.unpacker:
-                    send(self.answer(msg))
-            except (ValueError, msgpack.UnpackException) as exc:
-                # The stream itself is broken: no way to find the next message boundary.
-                log.error("malformed RPC stream, closing connection: %s", exc)
-                return
+        tracked = Tracked(sock, send)
+        if self.connections is not None:
+            self.connections.add(tracked)
+        fed = 0
+        try:
+            while True:
+                chunk = recv(65536)
+                if not chunk:
+                    return
+                with tracked.lock:
+                    tracked.busy = True  # Kong took the connection: any poke is read in this call
+                    tracked.poked = False
+                fed += len(chunk)
+                self.unpacker.feed(chunk)
+                try:
+                    for msg in self.unpacker:
+                        send(self.answer(msg))  # busy: no poke can come between
+                except (ValueError, msgpack.UnpackException) as exc:
+                    # The stream itself is broken: no way to find the next message boundary.
+                    log.error("malformed RPC stream, closing connection: %s", exc)
+                    return
+                tracked.partial = self.unpacker.tell() < fed
+                tracked.busy = False
+        finally:
+            if self.connections is not None:
+                self.connections.remove(tracked)
 
     def answer(self, msg: Any) -> bytes:
         """The encoded response to one request message."""

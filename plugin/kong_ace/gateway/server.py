@@ -19,12 +19,14 @@ import threading
 import time
 from typing import Any
 
+from kong_ace.gateway.last_good import DIR_NAME as LAST_GOOD_DIR  # stdlib only: safe pre-patch
+
 NAME = "ace"
 DEFAULT_MODE = "gevent"  # measured ~3x cheaper per request than threading (notes/issue-3.md)
 # Kong's default socket for plugin server <name> is <prefix>/<name>.socket
 # (kong/conf_loader/init.lua, pluginserver_<name>_socket): relying on defaults must work.
 SOCKET_NAME = f"{NAME}.socket"
-DRAIN_TIMEOUT = 5.0  # seconds a stopping server waits for the events in flight
+DRAIN_TIMEOUT = 10.0  # seconds a stopping server waits for Kong to let its connections go
 
 METRICS_ENV = "KONG_ACE_METRICS_LISTEN"
 METRICS_REMOTE_ENV = "KONG_ACE_METRICS_ALLOW_REMOTE"
@@ -66,8 +68,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                    help="answer 500 when a handler is silent this long; below Kong's 60 s "
                         "(default: %(default)s)")
     p.add_argument("--drain-timeout", type=float, default=DRAIN_TIMEOUT, metavar="SECONDS",
-                   help="on SIGTERM/SIGINT/SIGHUP, stop accepting and wait this long at most "
-                        "for the events in flight before exiting (default: %(default)s)")
+                   help="on SIGTERM/SIGINT/SIGHUP, wait this long at most for Kong to let "
+                        "each connection go (and, handing over, as long for the successor) "
+                        "before exiting (default: %(default)s)")
     p.add_argument("--instance-grace", type=float, default=INSTANCE_GRACE, metavar="SECONDS",
                    help="close an instance superseded by a newer __seq__ of its plugin once "
                         "idle this long (default: %(default)s)")
@@ -79,6 +82,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         "does not start itself: containers, systemd)")
     p.add_argument("--listen-fd", type=int, default=None, metavar="FD",
                    help=argparse.SUPPRESS)  # the supervisor's listening socket
+    p.add_argument("--ready-fd", type=int, default=None, metavar="FD",
+                   help=argparse.SUPPRESS)  # the supervisor's status pipe
+    p.add_argument("--handoff", choices=("auto", "on", "off"), default="auto",
+                   help="on SIGTERM/SIGINT/SIGHUP, exit at once and keep serving the socket "
+                        "from a forked copy until the successor Kong starts has replaced it "
+                        "(gevent mode; auto: when started by Kong's nginx; default: "
+                        "%(default)s)")
     p.add_argument("--metrics-listen", default=os.environ.get(METRICS_ENV) or None,
                    metavar="HOST:PORT",
                    help="serve Prometheus metrics on http://HOST:PORT/metrics, a loopback "
@@ -90,6 +100,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                    default=_env_flag(METRICS_APPS_ENV),
                    help="label decision metrics with the application id: one series per "
                         f"application and operation (env {METRICS_APPS_ENV})")
+    p.add_argument("--last-good-dir", default=None, metavar="DIR",
+                   help="keep each plugin's last good config here, owner-only, so a restart "
+                        "while Kong holds a config ACE rejects keeps serving it (default: "
+                        f"<prefix>/{LAST_GOOD_DIR}; 'off' disables)")
     p.add_argument("--plugin", default=PLUGIN_MODULE, metavar="MODULE",
                    help="module with Plugin, Schema, version, priority served as 'ace' "
                         "(default: %(default)s; others are for tests)")
@@ -122,12 +136,28 @@ def main(argv: list[str] | None = None) -> int:
         log.error("prefix %s does not exist, cannot create the unix socket", args.prefix)
         return 1
     path = os.path.join(args.prefix, args.socket_name)
+    keep_last_good(args)
     server = build_server(args.mode, args.plugin, args.event_timeout,
                           instance_grace=args.instance_grace, instance_idle=args.instance_idle)
-    if args.metrics_listen and not start_metrics(args, server):
-        return 1
+    httpd = None
+    if args.metrics_listen:
+        httpd = start_metrics(args, server)
+        if httpd is None:
+            return 1
     return serve(path, server, args.mode, args.listen_queue_size, listen_fd=args.listen_fd,
-                 drain_timeout=args.drain_timeout)
+                 drain_timeout=args.drain_timeout, ready_fd=args.ready_fd,
+                 handoff=args.handoff, metrics_httpd=httpd)
+
+
+def keep_last_good(args: argparse.Namespace) -> None:
+    """Keep each plugin's last good config on disk (``--last-good-dir``) and load it back."""
+    if args.last_good_dir == "off" or args.plugin != PLUGIN_MODULE:
+        return
+    from kong_ace.gateway.compiled import CACHE
+    from kong_ace.gateway.last_good import LastGoodFiles
+
+    CACHE.keep_on_disk(LastGoodFiles(args.last_good_dir
+                                     or os.path.join(args.prefix, LAST_GOOD_DIR)))
 
 
 def _configure_logging(verbose: int) -> None:
@@ -142,19 +172,18 @@ def _configure_logging(verbose: int) -> None:
         handler.addFilter(EscapingFilter())
 
 
-def start_metrics(args: argparse.Namespace, server: Any) -> bool:
-    """Record decisions and serve them on --metrics-listen; False (logged) if it cannot."""
+def start_metrics(args: argparse.Namespace, server: Any) -> Any:
+    """Record decisions and serve them on --metrics-listen; its HTTP server, None if it cannot."""
     from kong_ace.gateway import metrics
 
     try:
         host, port = metrics.parse_listen(args.metrics_listen,
                                           allow_remote=args.metrics_allow_remote)
         recorder = metrics.enable(applications=args.metrics_applications)
-        metrics.serve(host, port, server, recorder)
+        return metrics.serve(host, port, server, recorder)
     except (ValueError, OSError) as exc:
         log.error("cannot serve metrics: %s", exc)
-        return False
-    return True
+        return None
 
 
 PLUGIN_MODULE = "kong_ace.gateway.plugin"
@@ -171,12 +200,27 @@ def build_server(mode: str, plugin: str = PLUGIN_MODULE, event_timeout: float = 
 
 
 def listen(path: str, backlog: int) -> socket.socket:
-    """A listening Unix socket at ``path``, replacing a predecessor's file (as Kong does)."""
-    if os.path.exists(path):
-        os.remove(path)
+    """A listening Unix socket at ``path``, replacing a predecessor's file (as Kong does).
+
+    The socket listens under a temporary name first and is then renamed over ``path``: a
+    connect always finds the predecessor or us. Removing the old file first left a gap (the
+    first gevent socket builds the hub: tens of ms on a busy machine) in which Kong's connects
+    failed with ENOENT, and Kong lets those requests through (seen in ``kong reload``).
+    """
     listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    listener.bind(path)
+    staging = f"{path}.{os.getpid()}.new"
+    try:
+        with contextlib.suppress(FileNotFoundError):
+            os.remove(staging)
+        listener.bind(staging)
+    except OSError:  # e.g. the longer name does not fit in sun_path: replace in two steps
+        staging = path
+        with contextlib.suppress(FileNotFoundError):
+            os.remove(path)
+        listener.bind(path)
     listener.listen(backlog)
+    if staging != path:
+        os.replace(staging, path)
     return listener
 
 
@@ -193,12 +237,18 @@ def remove_if_ours(path: str, ours: tuple[int, int, int] | None) -> None:
 
 
 def serve(path: str, server: Any, mode: str, backlog: int = 4096, *,
-          listen_fd: int | None = None, drain_timeout: float = DRAIN_TIMEOUT) -> int:
+          listen_fd: int | None = None, drain_timeout: float = DRAIN_TIMEOUT,
+          ready_fd: int | None = None, handoff: str = "auto", metrics_httpd: Any = None) -> int:
     """Listen on ``path`` (or the inherited ``listen_fd``) and serve Kong until stopped.
 
-    SIGTERM, SIGINT and SIGHUP (and the end of the parent process) stop accepting, wait up to
-    ``drain_timeout`` for the events in flight, remove the socket if it is still ours, and exit.
+    SIGTERM, SIGINT and SIGHUP (and the end of the parent process) stop the server gracefully
+    (SPEC §10): every call Kong writes is still answered, and each connection is let go only
+    when Kong's pool drops it while idle (drain.py). Under Kong (``handoff``), the process Kong
+    watches exits at once so Kong starts the successor, while a forked copy keeps serving the
+    socket until the successor has replaced it. ``ready_fd`` (from the supervisor) gets ``R``
+    once serving and ``D`` when draining starts.
     """
+    from kong_ace.gateway.drain import Connections
     from kong_ace.gateway.rpc import Connection
 
     if listen_fd is None:
@@ -210,10 +260,11 @@ def serve(path: str, server: Any, mode: str, backlog: int = 4096, *,
         ours = None
     log.info("%s plugin server (%s mode) listening on %s%s", NAME, mode, path,
              " (supervised)" if listen_fd is not None else "")
+    connections = Connections()
 
     def handle(conn: Any, *_: Any) -> None:
         try:
-            Connection(conn, server).serve()
+            Connection(conn, server, connections).serve()
         except OSError as exc:
             log.debug("connection ended: %s", exc)
         finally:
@@ -221,6 +272,10 @@ def serve(path: str, server: Any, mode: str, backlog: int = 4096, *,
 
     stopping: list[bool] = []
     parent = os.getppid()
+    hand_over = handoff == "on" or (handoff == "auto" and _is_nginx(parent))
+    # The nginx master outlives its workers across `kong reload`: while it runs, a new worker 0
+    # will start a successor (our own parent may be an old worker on its way out).
+    kong = _parent_of(parent) if _is_nginx(parent) else parent
     if mode == "gevent":
         import gevent
         from gevent.server import StreamServer
@@ -228,29 +283,38 @@ def serve(path: str, server: Any, mode: str, backlog: int = 4096, *,
         stream = StreamServer(listener, handle)
 
         def stop(*_: Any) -> None:
-            if not stopping:
-                stopping.append(True)
-                stream.close()  # stop accepting; Kong's connections stay served
-                remove_if_ours(path, ours)
-                _drain(server, drain_timeout, gevent.sleep)
+            if stopping:
+                return
+            stopping.append(True)
+            _tell(ready_fd, b"D")
+            if hand_over and ours is not None and _still(path, ours):
+                _hand_over(path, ours, kong, HANDOVER_MAX, metrics_httpd, gevent.sleep)
+            stream.close()  # stop accepting; Kong's connections stay served
+            remove_if_ours(path, ours)
+            _drain(server, connections, drain_timeout, gevent.sleep)
 
         for sig in STOP_SIGNALS:
             gevent.signal_handler(sig, gevent.spawn, stop)
         gevent.spawn(_watchdog, parent, gevent.sleep, stop)
+        stream.start()
+        _tell(ready_fd, b"R")
         stream.serve_forever()
-        gevent.sleep(drain_timeout + 1)  # closed by stop(): its greenlet ends the process
+        gevent.sleep(HANDOVER_MAX + drain_timeout + 1)  # stop()'s greenlet ends the process
     else:
         def stop(*_: Any) -> None:
             if not stopping:
                 stopping.append(True)
+                _tell(ready_fd, b"D")
                 with contextlib.suppress(OSError):
                     listener.close()
                 remove_if_ours(path, ours)
-                _drain(server, drain_timeout, time.sleep)
+                # Forked handover needs every connection in this thread: gevent mode only.
+                _drain(server, connections, drain_timeout, time.sleep)
 
         for sig in STOP_SIGNALS:
-            signal.signal(sig, stop)
+            signal.signal(sig, stop)  # runs in this thread: accept() stops with it
         threading.Thread(target=_watchdog, args=(parent, time.sleep, stop), daemon=True).start()
+        _tell(ready_fd, b"R")
         while not stopping:
             try:
                 conn, _ = listener.accept()
@@ -264,19 +328,89 @@ def serve(path: str, server: Any, mode: str, backlog: int = 4096, *,
 
 
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
-DRAIN_POLL = 0.002
+HANDOVER_MAX = 120.0  # seconds a handed-over socket waits for Kong's successor at most
+SUCCESSOR_POLL = 0.05  # seconds between two looks at the socket file while handing over
+LAST_ACCEPTS = 0.1  # keep accepting this long after the successor took the path
 
 
-def _drain(server: Any, timeout: float, sleep: Any) -> None:
-    """Wait (bounded) until no event is in flight, then end the process."""
+def _tell(fd: int | None, what: bytes) -> None:
+    if fd is not None:
+        with contextlib.suppress(OSError):
+            os.write(fd, what)
+
+
+def _is_nginx(pid: int) -> bool:
+    """True when ``pid`` is an nginx process: Kong started us (``pluginserver_*_start_cmd``)."""
+    try:
+        with open(f"/proc/{pid}/comm") as f:
+            return f.read().strip().startswith("nginx")
+    except OSError:
+        return False
+
+
+def _parent_of(pid: int) -> int:
+    """The parent of process ``pid`` (``pid`` itself if unknown)."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return int(f.read().rsplit(")", 1)[1].split()[1])
+    except (OSError, ValueError, IndexError):
+        return pid
+
+
+def _still(path: str, ours: tuple[int, int, int]) -> bool:
+    try:
+        return _identity(path) == ours
+    except OSError:
+        return False
+
+
+def _alive(pid: int) -> bool:
+    # A zombie is not running (PID 1 may never reap a stopped nginx master here).
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except (OSError, IndexError):
+        return False
+
+
+def _hand_over(path: str, ours: tuple[int, int, int], kong: int, timeout: float,
+               metrics_httpd: Any, sleep: Any) -> None:
+    """Exit the process Kong watches; keep serving in a forked copy until a successor listens.
+
+    Kong respawns a managed server only once its process has exited and its stdout closed
+    (process.lua ``pluginserver_timer``: ``grab_logs`` until "closed", then ``proc:wait``),
+    so the copy gives up stdout/stderr and the metrics port to the successor. Returns in the
+    copy once the successor has replaced the socket file, Kong is gone (``kong``: the nginx
+    master, which a ``kong reload`` keeps and ``kong stop`` ends) or ``timeout`` has passed.
+    """
+    log.info("stopping: handing the socket over; Kong starts the successor, this process "
+             "keeps serving until it listens (logs of the rest of the drain are discarded)")
+    logging.shutdown()
+    if os.fork():
+        os._exit(0)  # the process Kong watches; the copy holds every socket
+    devnull = os.open(os.devnull, os.O_RDWR)
+    for fd in (0, 1, 2):
+        os.dup2(devnull, fd)
+    os.close(devnull)
+    if metrics_httpd is not None:
+        with contextlib.suppress(OSError):
+            metrics_httpd.socket.close()  # the successor binds the same port
     deadline = time.monotonic() + timeout
-    while not server.drained() and time.monotonic() < deadline:
-        sleep(DRAIN_POLL)
-    left = len(server.events)
-    if left:
-        log.warning("stopping with %d event(s) still in flight after %gs", left, timeout)
+    while _still(path, ours) and _alive(kong) and time.monotonic() < deadline:
+        sleep(SUCCESSOR_POLL)
+    # A connect that found the old socket file just before it was replaced is still queued.
+    sleep(LAST_ACCEPTS)
+
+
+def _drain(server: Any, connections: Any, timeout: float, sleep: Any) -> None:
+    """Let Kong's connections go while idle (bounded), then end the process."""
+    left = connections.drain(time.monotonic() + timeout, sleep)
+    events = len(server.events)
+    if left or events:
+        log.warning("stopping with %d connection(s) open and %d event(s) in flight after %gs",
+                    left, events, timeout)
     else:
-        log.info("stopping: no event in flight")
+        log.info("stopping: every connection let go, no event in flight")
     logging.shutdown()
     os._exit(0)
 

@@ -20,6 +20,7 @@ PASS_THROUGH = "pass_through"  # no operation matched and match_policy is if_pre
 NO_APPLICATION = "no_application"  # matched, admitted without an ACE application (anonymous)
 INTERNAL_ERROR = "internal_error"  # the plugin failed; Kong answers 500
 CONSUMER_NOT_FOUND = "consumer_not_found"  # a mapped consumer Kong does not know: 500
+CONFIG_REJECTED = "config_rejected"  # ACE rejected the config and has no good one: 500
 COMPANIONS_MISSING = "companions_missing"  # companions: required, and ace-context did not run
 OTHER = "other"  # a denial this version cannot name
 

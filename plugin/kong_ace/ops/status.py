@@ -27,6 +27,11 @@ NO_SERVER = "cannot reach the plugin server at {socket}: {error}"
 NO_SERVER_HINT = "pass --socket (or set KONG_ACE_SOCKET) to the path Kong's " \
                  "pluginserver_ace_socket names"
 NO_PLUGIN = "the server at {socket} does not serve the '{plugin}' plugin"
+FAILING = ("FAIL CLOSED: plugin {plugin}: config {config} rejected ({error}) and no last good "
+           "config: Kong answers 500 to every request it handles")
+SERVING = ("WARNING: plugin {plugin}: config {config} rejected ({error}); still serving its "
+           "last good config {serving}")
+EXIT_FAILING = 2  # some plugin answers 500 to everything: a monitor must page
 
 # Keys of the plugin entry rendered by name; anything else is rendered generically.
 KNOWN = frozenset({"Name", "Instances", "Events", "Compiled", "Configs", "Stores", "IdPs",
@@ -59,14 +64,35 @@ def run(args: argparse.Namespace) -> int:
                         socket=socket)
     if not isinstance(status, Mapping):
         return out.fail(NO_PLUGIN.format(socket=socket, plugin=PLUGIN), 1)
+    plugin = (status.get("Plugins") or {}).get(PLUGIN)
+    code = EXIT_FAILING if isinstance(plugin, Mapping) and failing(plugin) else 0
     if out.as_json:
         out.json(_plain(status))
-        return 0
-    plugin = (status.get("Plugins") or {}).get(PLUGIN)
+        return code
     if not isinstance(plugin, Mapping):
         return out.fail(NO_PLUGIN.format(socket=socket, plugin=PLUGIN), 1)
     render(out, socket, status, plugin)
-    return 0
+    return code
+
+
+def rejections(plugin: Mapping[str, Any]) -> list[Mapping[str, Any]]:
+    """The plugins whose latest config ACE rejected (GetStatus ``Rejected``)."""
+    return [r for r in plugin.get("Rejected") or [] if isinstance(r, Mapping)]
+
+
+def failing(plugin: Mapping[str, Any]) -> list[Mapping[str, Any]]:
+    """The rejections with no last good config behind them: 500 for every request."""
+    return [r for r in rejections(plugin) if not r.get("Serving")]
+
+
+def headlines(plugin: Mapping[str, Any]) -> list[str]:
+    """One line per rejected config in force, fail-closed ones first."""
+    lines = [FAILING.format(plugin=r.get("PluginId"), config=short(r.get("ConfigHash")),
+                            error=r.get("Error")) for r in failing(plugin)]
+    lines += [SERVING.format(plugin=r.get("PluginId"), config=short(r.get("ConfigHash")),
+                             error=r.get("Error"), serving=short(r.get("Serving")))
+              for r in rejections(plugin) if r.get("Serving")]
+    return lines
 
 
 def render(out: Output, socket: str, status: Mapping[str, Any],
@@ -87,6 +113,9 @@ def render(out: Output, socket: str, status: Mapping[str, Any],
             ", application label" if isinstance(metrics, Mapping)
             and metrics.get("Applications") else "")))
     con.print(f"kong-ace plugin server at {socket}: " + ", ".join(facts), markup=False)
+    for line in headlines(plugin):
+        con.print(line, style="bold red" if line.startswith("FAIL") else "bold yellow",
+                  markup=False)
 
     instances = [i for i in plugin.get("Instances") or [] if isinstance(i, Mapping)]
     table = Table(title=f"Instances ({len(instances)})", title_justify="left")

@@ -126,11 +126,14 @@ class KongRPC:
 
 
 def _peer_closed(sock: socket.socket) -> bool:
-    """True when the idle pooled connection was closed (or reset) by the plugin server."""
+    """True when nginx's keepalive pool would have dropped the idle pooled connection.
+
+    lua-nginx-module ``ngx_http_lua_socket_keepalive_close_handler`` peeks one byte of an idle
+    pooled connection that turned readable and closes it on anything but EAGAIN: EOF, an
+    error, or bytes (a draining server's poke, see gateway/drain.py).
+    """
     try:
         readable, _, _ = select.select([sock], [], [], 0)
-        # Idle and readable: either EOF (closed) or stray bytes; a timeout socket's recv would
-        # wait, so only peek once select says it will not.
-        return bool(readable) and sock.recv(1, socket.MSG_PEEK) == b""
+        return bool(readable)
     except OSError:
         return True
