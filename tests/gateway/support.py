@@ -90,3 +90,20 @@ def get(node: KongNode, path: str, key: str | None = None, *, method: str = "GET
     if key is not None:
         h["apikey"] = KEYS.get(key, key)
     return node.request(KongRequest(method=method, path=path, headers=h, **kw), worker=worker)
+
+
+_FLIGHTS, _BOOKINGS = "/flights/v1/flights", "/bookings/v2/bookings"
+# Every denial outcomes_config() can give: (path, key, method, status, reason, operation,
+# application) as the log summary names them (monitor-mode suites).
+DENIALS = [
+    ("/nowhere", "good", "GET", 404, "no_operation", None, None),
+    ("/flights/v1/airports/JFK", "good", "DELETE", 405, "method_not_allowed", None, None),
+    (_FLIGHTS, None, "GET", 401, "no_key", "listFlights", None),
+    (_FLIGHTS, "not-a-key", "GET", 401, "unknown_key", "listFlights", None),
+    (_FLIGHTS, "revoked", "GET", 401, "revoked", "listFlights", None),
+    (_FLIGHTS, "expired", "GET", 401, "expired", "listFlights", None),
+    (_FLIGHTS, "unregistered", "GET", 403, "not_registered", "listFlights", "unregistered"),
+    (_BOOKINGS, "pending", "GET", 403, "pending", "listBookings", "pending"),
+    (_BOOKINGS, "rejected", "GET", 403, "rejected", "listBookings", "rejected"),
+    (_BOOKINGS, "regrevoked", "GET", 403, "registration_revoked", "listBookings", "regrevoked"),
+]

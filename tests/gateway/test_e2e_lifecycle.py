@@ -305,7 +305,7 @@ def test_the_default_socket_is_kongs_convention(tmp_path: Any) -> None:
         proc.wait(timeout=10)
 
 
-# --- memory counters live in the server process (README, Rate limits) ------------------------
+# --- memory counters live in the server process (docs/rate-limits.md) -----------------------
 
 
 def test_memory_counters_survive_config_changes_and_reset_with_the_process() -> None:

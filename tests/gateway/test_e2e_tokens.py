@@ -136,7 +136,7 @@ def test_key_rotation_then_idp_down_keeps_serving(server: PluginServerProcess,
         new = SigningKey("ES256")
         idp.keys.append(new)
         # The instance fetched its keys just now: an unknown kid waits for the refresh interval
-        # (README "Auth strategies"), so this new key is refused for now, without a fetch.
+        # (docs/security.md, access tokens), so this new key is refused for now, without a fetch.
         r = send(node, token=idp.token(new))
         assert (r.status, r.headers["WWW-Authenticate"]) == (401, INVALID)
         assert idp.jwks_hits == 1

@@ -96,7 +96,7 @@ def test_sigkilled_child_under_load_no_connect_is_refused() -> None:
     assert in_flight <= 2 * 4
     ok = [r for r in results if not r.errors]
     # Seen once in a loaded CI run, not reproduced alone: one request around a kill answered
-    # 500 by the plugin (fail closed). Bounded here; the cause is still open (see README).
+    # 500 by the plugin (fail closed). Bounded here; the cause is still open (see docs/security.md).
     assert {r.status for r in ok} <= {200, 401, 500} and len(ok) >= len(results) - 8
     assert sum(r.status == 500 for r in ok) <= 2
     assert all(r.proxied == (r.status == 200) for r in ok)  # never a refused one let through

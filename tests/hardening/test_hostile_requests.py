@@ -323,7 +323,9 @@ MODES = pytest.mark.parametrize("companions", [False, True], ids=["classic", "co
 @MODES
 def test_server_admits_only_the_entitled_and_always_answers(server: PluginServerProcess,
                                                             companions: bool) -> None:
-    node = KongNode(server.socket, copy.deepcopy(CONFIG), workers=2, companions=companions)
+    # nginx=False: the server also gets what nginx itself would refuse (testing/nginx.py)
+    node = KongNode(server.socket, copy.deepcopy(CONFIG), workers=2, companions=companions,
+                    nginx=False)
     for w in node.workers:
         w.rpc.timeout = 15.0  # a hang fails the test instead of waiting forever
     admitted: list[str] = []

@@ -94,7 +94,7 @@ def test_cluster_counting_survives_ask_and_moved_during_a_resharding(
     key = tagged_counter_key(BUCKET, 60, int(T0))
     # Both keys of the script (this minute's and the previous one's) exist before the move:
     # while a slot moves, Redis answers TRYAGAIN to a multi-key call that finds only some of
-    # them on either side (README, Rate limits: the call fails and fault_tolerant applies).
+    # them on either side (docs/rate-limits.md: the call fails and fault_tolerant applies).
     assert limiter.consume(BUCKET, limits).allowed
     clock.now = T0 + 1
     assert sum(limiter.consume(BUCKET, limits).allowed for _ in range(3)) == 3
@@ -199,8 +199,8 @@ def _kill_primary_under_load(
             ) from None
         wait_for(lambda: load.limited > 20, "the limit to be reached", 60)
     # Redis replicates asynchronously: charges the primary acknowledged but had not yet passed
-    # to its replica die with it (README, Topologies). Each such loss shows as two admitted
-    # requests that saw the same remaining count; none on an idle machine, some when the
+    # to its replica die with it (docs/rate-limits.md, Topologies). Each such loss shows as two
+    # admitted requests that saw the same remaining count; none on an idle machine, some when the
     # replica is starved of CPU.
     lost = len(load.remaining) - len(set(load.remaining))
     # Nothing admitted beyond the limit but what replication lost, and nothing charged twice.

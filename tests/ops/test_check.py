@@ -344,3 +344,38 @@ def test_missing_file_and_non_yaml_exit_2(tmp_path):
     bad.write_text("services: [\n")
     proc = kong_ace("check", str(bad), "--json")
     assert proc.returncode == 2 and "not valid YAML" in as_json(proc)["error"]
+
+
+def test_applications_on_deprecated_apis_are_listed(tmp_path):
+    def deprecate(data):
+        apis = ace_plugin(data)["config"]["apis"]
+        apis[1].update(deprecated="2026-01-01", sunset="2026-06-01T00:00:00Z")  # bookings
+        apis[0].update(sunset="2999-01-01")  # flights: ahead
+
+    code, report = check(write_deck(tmp_path, deprecate))
+    assert code == 0
+    got = {(e["application"], e["registration"], e["api"], e["state"])
+           for e in report["deprecated_registrations"]}
+    assert got == {
+        ("web-app", "package flights-basic", "flights", "sunset ahead"),
+        ("partner-portal", "package travel-premium", "flights", "sunset ahead"),
+        ("partner-portal", "package travel-premium", "bookings", "sunset passed"),
+        ("mobile-app", "package travel-premium", "flights", "sunset ahead"),
+        ("mobile-app", "package travel-premium", "bookings", "sunset passed"),
+    }
+    bookings = next(e for e in report["deprecated_registrations"] if e["api"] == "bookings")
+    assert (bookings["deprecated"], bookings["sunset"]) == ("2026-01-01T00:00:00Z",
+                                                            "2026-06-01T00:00:00Z")
+    text = kong_ace("check", str(write_deck(tmp_path, deprecate))).stdout.replace("\n  ", " ")
+    assert ("application 'mobile-app' is registered (approved) to package travel-premium, which "
+            "reaches API 'bookings' (sunset passed 2026-06-01T00:00:00Z)") in text
+
+
+def test_monitored_operations_are_listed(tmp_path):
+    def monitor(data):
+        ace_plugin(data)["config"]["apis"][1]["enforcement"] = "monitor"
+
+    _, report = check(write_deck(tmp_path, monitor))
+    bookings = [op["id"] for op in report["operations"] if op["api"] == "bookings"]
+    assert report["monitored_operations"] == bookings
+    assert any(f.startswith(f"monitor mode: {len(bookings)} of ") for f in report["findings"])

@@ -148,3 +148,16 @@ def test_two_different_keys_are_refused_and_both_redacted():
     assert code == 1 and report["message"] == messages.DUPLICATE_KEY
     assert WEB_KEY not in text and PARTNER_KEY not in text
     assert report["request"]["query"] == {"apikey": ["<redacted>"]}
+
+
+def test_monitor_mode_says_what_enforce_would_answer(tmp_path):
+    def monitor(data):
+        ace_plugin(data)["config"]["enforcement"] = "monitor"
+
+    code, report, text = explain("GET", "/bookings/v2/bookings", "-H", f"apikey: {PARTNER_KEY}",
+                                 path=write_deck(tmp_path, monitor))
+    assert code == 0 and report["allowed"]
+    decision = steps(report)["decision"]
+    assert decision["would_deny"]["status"] == 403 and decision["ok"] is None
+    assert "monitor mode: forwarded" in text
+    assert 'enforce would answer 403 "registration pending approval"' in text

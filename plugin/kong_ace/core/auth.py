@@ -128,7 +128,7 @@ class Authenticator:
         if consumer is not None and not cat.is_anonymous(consumer):
             app = cat.application_for(consumer)
             if app is not None:
-                # Another Kong auth plugin authenticated it: as on the key path (README).
+                # Another Kong auth plugin authenticated it: as on the key path (docs/decisions.md).
                 return Admission(app, None, (), (), False)
             if cat.anonymous is not None:
                 return Decision(allowed=True, clear_upstream_headers=forged, operation_id=op.id)

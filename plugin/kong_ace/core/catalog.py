@@ -6,12 +6,14 @@ import hashlib
 import re
 import threading
 from collections.abc import Mapping
-from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from dataclasses import dataclass, field, replace
+from datetime import date, datetime, timezone
 from pathlib import Path
 from typing import Any
 
+from kong_ace.core import lifecycle
 from kong_ace.core.casefold import CaseConflict, CaseReadings, compile_case
+from kong_ace.core.lifecycle import SUNSET_ACTIONS, UNDATED, Lifecycle
 from kong_ace.core.matcher import Matcher, Operation, Scope, parse_template
 from kong_ace.core.normalize import normalize_path
 from kong_ace.core.spec import Spec, clean_base_path, compile_spec, load_spec_file, parse_document
@@ -33,6 +35,8 @@ REGISTRATION_STATUSES = ("approved", "pending", "rejected", "revoked")
 WINDOW_TYPES = ("fixed", "sliding")
 MIN_SYNC_RATE = 0.02
 KEY_HASH_PREFIX = "sha256:"
+ENFORCE, MONITOR = "enforce", "monitor"
+ENFORCEMENTS = (ENFORCE, MONITOR)  # monitor: decide, let through, record the would-be outcome
 
 # Keys Kong adds to every plugin config it hands a plugin server.
 KONG_KEYS = frozenset(
@@ -46,13 +50,16 @@ TOP_FIELDS = frozenset(
      "body_method_override_action", "uninspected_body_action",
      "auth_strategies"}  # auth fields: compiled by core/strategies.py
     | {"log_summary"}
+    | {"enforcement", "monitor_request_confusion", "monitor_header"}  # monitor mode
 )
 API_FIELDS = frozenset(
     {"name", "version", "spec_file", "spec", "base_path", "service", "hosts", "operations",
      "rate_limits", "auth_strategy", "path_case"}
+    | {"enforcement", "deprecated", "sunset", "deprecation_link", "sunset_action"}
 )
 MANUAL_OP_FIELDS = frozenset({"method", "path", "operation_id"})
-PACKAGE_FIELDS = frozenset({"name", "description", "rate_limits", "operations", "auth_strategy"})
+PACKAGE_FIELDS = frozenset({"name", "description", "rate_limits", "operations", "auth_strategy",
+                            "enforcement"})
 PACKAGE_OP_FIELDS = frozenset({"api", "method", "path", "operation_id", "rate_limits"})
 LIMIT_FIELDS = frozenset({"limit", "duration"})
 APP_FIELDS = frozenset({"id", "name", "consumer", "credentials", "registrations", "client_ids"})
@@ -88,6 +95,8 @@ class Api:
     op_uids: frozenset[int]
     limits: tuple[Limit, ...]
     path_case: str = "unknown"  # how the upstream routes: unknown, sensitive, insensitive
+    enforcement: str | None = None  # None: the top-level setting
+    lifecycle: Lifecycle | None = None  # deprecation and sunset (None: neither)
 
 
 @dataclass(frozen=True, slots=True)
@@ -99,6 +108,7 @@ class Package:
     limits: tuple[Limit, ...]
     op_uids: frozenset[int]
     overrides: Mapping[int, tuple[Limit, ...]]
+    enforcement: str | None = None  # None: each operation's API setting, else the top level
 
 
 @dataclass(frozen=True, slots=True)
@@ -112,6 +122,7 @@ class Registration:
     limits: tuple[Limit, ...]
     overrides: Mapping[int, tuple[Limit, ...]]
     bucket: str  # counter key prefix: "<app id>|pkg:<name>" or "<app id>|api:<name>"
+    monitored: frozenset[int] = frozenset()  # operations this registration refuses in monitor mode
 
     def quota(self, op: Operation) -> tuple[str, tuple[Limit, ...]]:
         """The counter key and limits that charge ``op`` under this registration."""
@@ -170,6 +181,15 @@ class Catalog:
     consumer_ids: Mapping[str, Application] = field(default_factory=dict)  # UUID refs, lower
     consumer_names: Mapping[str, Application] = field(default_factory=dict)  # other refs
     case: CaseReadings | None = None  # the case-folded reading (None: every API is sensitive)
+
+    # Monitor mode (docs/operations.md): the top-level setting, the operations whose
+    # operation-level setting is monitor, and whether anything is monitored at all.
+    enforcement: str = ENFORCE
+    monitored_ops: frozenset[int] = frozenset()
+    monitoring: bool = False
+    monitor_confusion: bool = False  # request-confusion refusals monitored too (opt-in)
+    monitor_header: bool = False  # send X-ACE-Would-Deny upstream on a would-deny request
+    lifecycles: Mapping[int, Lifecycle] = field(default_factory=dict)  # by operation uid
 
     def operations(self) -> list[Operation]:
         """Every operation, in configuration order."""
@@ -276,6 +296,9 @@ def compile_catalog(config: Mapping[str, Any], base_dir: Path | None = None) -> 
 
     rl = _record(config, "rate_limiting", "")
     _compile_rate_limiting(rl)
+    enforcement = _choice(config, "enforcement", ENFORCEMENTS, "", ENFORCE)
+    monitored_ops = _monitored_operations(enforcement, apis, packages)
+    _registration_settings(enforcement, apis, packages, applications, credentials, consumers)
     case = _compile_case(apis)
     consumer_ids = {ref.lower(): app for ref, app in consumers.items() if is_uuid(ref)}
     consumer_names = {ref: app for ref, app in consumers.items() if not is_uuid(ref)}
@@ -313,10 +336,73 @@ def compile_catalog(config: Mapping[str, Any], base_dir: Path | None = None) -> 
                                      UNINSPECTED_BODY_ACTIONS, "", "reject_if_ambiguous"),
         ),
         log_summary=_bool(config, "log_summary", "", False),
+        enforcement=enforcement,
+        monitored_ops=monitored_ops,
+        monitoring=enforcement == MONITOR or any(
+            x.enforcement == MONITOR for x in (*apis.values(), *packages.values())),
+        monitor_confusion=_bool(config, "monitor_request_confusion", "", False),
+        monitor_header=_bool(config, "monitor_header", "", False),
+        lifecycles={op.uid: a.lifecycle for a in apis.values() if a.lifecycle is not None
+                    for op in a.operations},
         consumer_ids=consumer_ids,
         consumer_names=consumer_names,
         case=case,
     )
+
+
+# --- monitor mode -----------------------------------------------------------------------------
+
+
+def _monitored_operations(top: str, apis: Mapping[str, Api],
+                          packages: Mapping[str, Package]) -> frozenset[int]:
+    """The operations whose own setting is monitor: the most specific setting wins.
+
+    Packages that set ``enforcement`` beat the API's setting, which beats the top level; when
+    packages holding an operation disagree, enforce wins (deny by default).
+    """
+    by_packages: dict[int, set[str]] = {}
+    for pkg in packages.values():
+        if pkg.enforcement is not None:
+            for uid in pkg.op_uids:
+                by_packages.setdefault(uid, set()).add(pkg.enforcement)
+    out = set()
+    for api in apis.values():
+        for op in api.operations:
+            said = by_packages.get(op.uid)
+            if (said == {MONITOR}) if said else (api.enforcement or top) == MONITOR:
+                out.add(op.uid)
+    return frozenset(out)
+
+
+def _registration_settings(top: str, apis: Mapping[str, Api], packages: Mapping[str, Package],
+                           applications: dict[str, Application],
+                           credentials: dict[str, Credential],
+                           consumers: dict[str, Application]) -> None:
+    """Fill each registration's monitored operations (its package, else the API, else top)."""
+    if top == ENFORCE and not any(x.enforcement == MONITOR
+                                  for x in (*apis.values(), *packages.values())):
+        return
+    api_of = {op.uid: a for a in apis.values() for op in a.operations}
+    for app_id, app in list(applications.items()):
+        regs = []
+        for reg in app.registrations:
+            if reg.kind == "package":
+                pkg = packages[reg.target]
+                monitored = frozenset(
+                    uid for uid in reg.op_uids
+                    if (pkg.enforcement or api_of[uid].enforcement or top) == MONITOR)
+            else:
+                monitored = reg.op_uids if (apis[reg.target].enforcement or top) == MONITOR \
+                    else frozenset()
+            regs.append(replace(reg, monitored=monitored))
+        new = replace(app, registrations=tuple(regs))
+        applications[app_id] = new
+        for digest, cred in list(credentials.items()):
+            if cred.application is app:
+                credentials[digest] = replace(cred, application=new)
+        for ref, mapped in list(consumers.items()):
+            if mapped is app:
+                consumers[ref] = new
 
 
 def _compile_case(apis: Mapping[str, Api]) -> CaseReadings | None:
@@ -423,8 +509,35 @@ def _compile_api(
     limits = _limits(raw, place)
     api = Api(name, _opt_str(raw, "version", place), source, base_path, scope, tuple(ops),
               frozenset(op.uid for op in ops), limits,
-              _choice(raw, "path_case", PATH_CASES, place, "unknown"))
+              _choice(raw, "path_case", PATH_CASES, place, "unknown"),
+              _choice(raw, "enforcement", ENFORCEMENTS, place, None, optional=True),
+              _lifecycle(raw, place, name))
     return api, source_ref
+
+
+def _lifecycle(raw: Mapping[str, Any], place: str, name: str) -> Lifecycle | None:
+    deprecated = raw.get("deprecated")
+    if deprecated in (True, "true"):
+        deprecated_at: float | None = UNDATED
+    elif deprecated in (None, False, "false"):
+        deprecated_at = None
+    else:
+        deprecated_at = _timestamp(deprecated, f"{place}.deprecated", "true, false, ")
+    sunset_at = _timestamp(raw.get("sunset"), f"{place}.sunset")
+    link = _opt_str(raw, "deprecation_link", place)
+    action = _choice(raw, "sunset_action", SUNSET_ACTIONS, place, "warn")
+    if link is not None:
+        if deprecated_at is None:
+            raise ConfigError(f"{place}.deprecation_link", "needs deprecated (true or a date)")
+        if not link.isascii() or any(c in link for c in '<>" \t\r\n') or not link.isprintable():
+            raise ConfigError(f"{place}.deprecation_link", "must be a URI without spaces, "
+                                                           "quotes or angle brackets")
+    if raw.get("sunset_action") is not None and sunset_at is None:
+        raise ConfigError(f"{place}.sunset_action", "needs a sunset date")
+    if sunset_at is not None and deprecated_at is not None and sunset_at < deprecated_at:
+        # RFC 9745 §4: the Sunset timestamp MUST NOT be earlier than the Deprecation one.
+        raise ConfigError(f"{place}.sunset", "is earlier than the deprecated date (RFC 9745 §4)")
+    return lifecycle.build(name, deprecated_at, sunset_at, link, action)
 
 
 def _manual_operations(manual: Any, place: str) -> list[tuple[str, str, str | None, str]]:
@@ -531,7 +644,8 @@ def _compile_package(
             uids[op.uid] = None
             if override is not None:
                 overrides[op.uid] = override
-    return Package(name, _opt_str(raw, "description", place), limits, frozenset(uids), overrides)
+    return Package(name, _opt_str(raw, "description", place), limits, frozenset(uids), overrides,
+                   _choice(raw, "enforcement", ENFORCEMENTS, place, None, optional=True))
 
 
 # --- applications -----------------------------------------------------------------------------
@@ -609,15 +723,17 @@ def _key_digest(value: str, place: str) -> str:
     return digest
 
 
-def _timestamp(value: Any, place: str) -> float | None:
+def _timestamp(value: Any, place: str, also: str = "") -> float | None:
     if value is None:
         return None
     if isinstance(value, bool):
-        raise ConfigError(place, "must be an ISO 8601 time or epoch seconds")
+        raise ConfigError(place, f"must be {also}an ISO 8601 time or epoch seconds")
     if isinstance(value, (int, float)):
         return float(value)
     if isinstance(value, datetime):  # YAML parses unquoted timestamps
         parsed = value
+    elif isinstance(value, date):  # and unquoted dates: midnight UTC
+        parsed = datetime(value.year, value.month, value.day, tzinfo=timezone.utc)
     elif isinstance(value, str) and value.strip().replace(".", "", 1).isdigit():
         return float(value)  # epoch seconds as a string: Kong's schema types the field string
     elif isinstance(value, str):
@@ -760,10 +876,10 @@ def _bool(raw: Mapping[str, Any], key: str, place: str, default: bool) -> bool:
 
 
 def _choice(raw: Mapping[str, Any], key: str, choices: tuple[str, ...], place: str,
-            default: str | None) -> str:
+            default: str | None, optional: bool = False) -> Any:
     value = raw.get(key)
     if value is None:
-        if default is None:
+        if default is None and not optional:
             raise ConfigError(_join(place, key), f"is required (one of {', '.join(choices)})")
         return default
     if value not in choices:

@@ -22,6 +22,7 @@ REGISTRATION_MESSAGES = {
 }
 RATE_LIMITED = "API rate limit exceeded"
 UNEXPECTED = "An unexpected error occurred"
+SUNSET = "this API version has been retired"  # 410 after apis[].sunset with sunset_action: refuse
 
 KEY_CHALLENGE = {"WWW-Authenticate": 'Key realm="kong"'}
 
@@ -42,6 +43,9 @@ HEADER_PACKAGE = "X-ACE-Package"
 HEADER_API = "X-ACE-API"
 IDENTITY_HEADERS = (HEADER_OPERATION, HEADER_APPLICATION, HEADER_PACKAGE, HEADER_API)
 IDENTITY_HEADERS_LOWER = tuple(h.lower() for h in IDENTITY_HEADERS)
+# Monitor mode (monitor_header: true): "<status> <reason>" of a request ACE would have denied.
+# Under X-ACE-, so every client spelling of it is cleared like the identity headers.
+HEADER_WOULD_DENY = "X-ACE-Would-Deny"
 
 
 
@@ -87,6 +91,8 @@ class Decision:
     api: str | None = None
     consumer: str | None = None
     upstream_path: str | None = None  # forward this path instead of Kong's (SPEC §8 unescape)
+    # Monitor mode: this admission stands in for the denial enforcement would have answered.
+    would_deny: Decision | None = None
 
     @property
     def body(self) -> dict[str, str] | None:

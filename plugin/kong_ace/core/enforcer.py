@@ -12,12 +12,13 @@ from typing import Any
 from kong_ace.core import decision as d
 from kong_ace.core.auth import Authenticator
 from kong_ace.core.casefold import CaseReadings
-from kong_ace.core.catalog import Application, Catalog, compile_catalog
+from kong_ace.core.catalog import MONITOR, Application, Catalog, compile_catalog
 from kong_ace.core.credentials import check_keys, presented_keys
 from kong_ace.core.decision import Decision, Request, deny
 from kong_ace.core.jwks import Fetcher
 from kong_ace.core.matcher import Match, Operation
 from kong_ace.core.normalize import normalize_path
+from kong_ace.core.reasons import reason
 from kong_ace.core.spec import compile_spec, load_spec_file, parse_document
 from kong_ace.core.target import AMBIGUOUS_PATH, UNINSPECTED_BODY, Screened, host_key, screen
 from kong_ace.limits.limiter import RateResult, StorageUnavailable, build_limiter
@@ -47,6 +48,12 @@ class Enforcer:
         self._auth_plans = self.auth.plans  # only operations not on the default key strategy
         self.limiter = build_limiter(self.catalog.rate_limiting, clock=clock, storage=storage)
         self._warnings: list[str] | None = None
+        cat = self.catalog
+        # Compiled once: operations refused after their sunset, and whether any decision needs
+        # a second look (monitor mode, lifecycle headers). Unused, they cost one attribute test.
+        self._gone = {uid: lc for uid, lc in cat.lifecycles.items() if lc.refuse}
+        self._reviewed = cat.monitoring or bool(cat.lifecycles)
+        self._keys_by_app: dict[str, list[Any]] | None = None  # decide_as only
 
     @property
     def warnings(self) -> list[str]:
@@ -138,9 +145,14 @@ class Enforcer:
 
         ``routed``: ``self.route(req)`` when the caller already has it, else None.
         """
-        cat = self.catalog
         headers = _lower_keys(req.headers)
         m = routed if isinstance(routed, Routed) else self._route(req, headers)
+        if self._reviewed:
+            return self._review(self._decide(req, headers, m), req, headers, m)
+        return self._decide(req, headers, m)
+
+    def _decide(self, req: Request, headers: Mapping[str, Any], m: Routed) -> Decision:
+        cat = self.catalog
         s = m.screened
         if s.refusal is not None:
             return deny(400, s.refusal)
@@ -161,6 +173,10 @@ class Enforcer:
                                 clear_query=strip_query)
             return d.PASS
         upstream_path = s.upstream_path
+        if self._gone:
+            gone = self._sunset(op)
+            if gone is not None:
+                return gone
 
         consumer = req.consumer
         if consumer is not None and (req.credential is False or s.anonymous):
@@ -286,6 +302,128 @@ class Enforcer:
                         package, api, consumer, upstream_path)
 
 
+    def _sunset(self, op: Operation) -> Decision | None:
+        lc = self._gone.get(op.uid)
+        if lc is not None and lc.gone(self._clock()):
+            return deny(410, d.SUNSET, operation_id=op.id)
+        return None
+
+    # --- replay (kong-ace replay: logs name the application, never its key) -------------------
+
+    def decide_as(self, req: Request, application: str | None) -> Decision:
+        """Decide ``req`` as if ``application`` had authenticated; None: no application.
+
+        Keys in the request never count (logs must not be needed to hold them): the key headers
+        and query arguments are dropped. The application counts as authenticated while it has
+        a usable key, a consumer mapping, or the operation takes tokens (a token in a log cannot
+        be checked again); it is refused as its key would be otherwise.
+        """
+        cat = self.catalog
+        names = cat.key_header_names
+        headers = _lower_keys(req.headers)
+        query = req.query
+        keyed_query = bool(query) and any(n in query for n in cat.key_names)
+        if keyed_query or any(n in headers for n in names):
+            if keyed_query:
+                query = {k: v for k, v in query.items() if k not in cat.key_names}
+            headers = {k: v for k, v in headers.items() if k not in names}
+            req = Request(req.method, req.path, headers, query, req.host, req.service,
+                          req.consumer, req.target, req.authority, req.credential,
+                          req.headers_truncated)
+        m = self._route(req, headers)
+        op = m.operation
+        plan = None if op is None else self._auth_plans.get(op.uid)
+        if application is None or op is None or m.screened.refusal is not None or (
+                plan is not None and plan.open):
+            return self.decide(req, m)
+        dec = self._sunset(op) if self._gone else None
+        if dec is None:
+            dec = self._decide_as(op, cat.applications.get(application), plan is None, m)
+        return self._review(dec, req, headers, m) if self._reviewed else dec
+
+    def _decide_as(self, op: Operation, app: Application | None, by_key: bool,
+                   m: Routed) -> Decision:
+        if app is None:  # gone from the config: its key is an unknown key now
+            return deny(401, d.UNAUTHORIZED, d.KEY_CHALLENGE, operation_id=op.id)
+        if by_key and app.consumer is None:
+            if self._keys_by_app is None:  # built on the first replayed request
+                self._keys_by_app = {}
+                for c in self.catalog.credentials.values():
+                    self._keys_by_app.setdefault(c.application.id, []).append(c)
+            creds = self._keys_by_app.get(app.id, [])
+            now = self._clock()
+            if not any(c.status == "active" and (c.expires_at is None or c.expires_at > now)
+                       for c in creds):
+                message = (d.UNAUTHORIZED if not creds else d.KEY_REVOKED
+                           if all(c.status != "active" for c in creds) else d.KEY_EXPIRED)
+                return deny(401, message, d.KEY_CHALLENGE, operation_id=op.id)
+        s = m.screened
+        return self._authorize(op, app, s.ace_headers, app.consumer, (), s.strip_query,
+                               s.upstream_path)
+
+    # --- monitor mode and lifecycle headers (docs/operations.md, docs/concepts.md) -------------
+
+    def _review(self, dec: Decision, req: Request, headers: Mapping[str, Any],
+                m: Routed) -> Decision:
+        """A monitored denial becomes a would-deny admission; lifecycle headers are added."""
+        op = m.operation
+        if not dec.allowed and self.catalog.monitoring and self.monitored(dec, m):
+            dec = self._would_deny(dec, req, headers, m)
+        if op is not None:
+            lc = self.catalog.lifecycles.get(op.uid)
+            if lc is not None:
+                dec = replace(dec, headers={**dec.headers, **lc.headers} if dec.headers
+                              else lc.headers)
+        return dec
+
+    def monitored(self, dec: Decision, m: Match) -> bool:
+        """Whether the denial ``dec`` of the request routed to ``m`` is only monitored.
+
+        The most specific setting wins: a denial by a registration (rate limit, a registration
+        not approved, the store) follows the setting of every registration that refused it
+        (each: its package, else the operation's API, else the top level; enforce if any says
+        enforce); any other denial of an operation follows the operation's own setting
+        (packages that set one, else its API, else the top level); a request matching no
+        operation the top level. Request-confusion refusals (400) only with
+        ``monitor_request_confusion``.
+        """
+        cat = self.catalog
+        if dec.status == 400 and not cat.monitor_confusion:
+            return False
+        op = m.operation
+        if op is None:
+            return cat.enforcement == MONITOR
+        uid = op.uid
+        if dec.application_id is not None and dec.status in _REGISTRATION_STATUSES:
+            app = cat.applications.get(dec.application_id)
+            regs = [r for r in app.registrations if uid in r.op_uids] if app else []
+            if regs:
+                return all(uid in r.monitored for r in regs)
+        return uid in cat.monitored_ops
+
+    def _would_deny(self, dec: Decision, req: Request, headers: Mapping[str, Any],
+                    m: Routed) -> Decision:
+        # Let through as nobody: no identity headers, no authenticated consumer; what the
+        # screen strips stays stripped, and hide_credentials still hides the key.
+        cat = self.catalog
+        s = m.screened
+        clear = d.IDENTITY_HEADERS + s.ace_headers + s.strip_headers
+        c = req.consumer
+        if c is None or req.credential is False or s.anonymous or cat.is_anonymous(c):
+            clear += s.consumer_headers  # not another plugin's caller: ACE's own to clear
+        query = s.strip_query
+        if cat.hide_credentials:
+            presented = presented_keys(cat, headers, req.query)
+            clear += presented.header_names
+            query += presented.query_names
+        upstream = {d.HEADER_WOULD_DENY: f"{dec.status} {reason(dec)}"} if cat.monitor_header \
+            else {}
+        return Decision(True, None, None, {}, upstream, clear, query, dec.operation_id,
+                        dec.application_id, None, None, None, s.upstream_path, dec)
+
+
+# Denials a registration answers for: its quota, its status, the store behind its quota.
+_REGISTRATION_STATUSES = frozenset({403, 429, 500})
 _H_OP, _H_APP, _H_PKG, _H_API = d.IDENTITY_HEADERS
 _SET_OP = frozenset({_H_OP.lower()})
 _SET_PKG = frozenset({_H_OP.lower(), _H_APP.lower(), _H_PKG.lower()})

@@ -141,7 +141,7 @@ def _op_strategies(catalog: Catalog, apis: Mapping[str, str], packages: Mapping[
                    api_counts: set[str]) -> dict[int, tuple[str, ...]]:
     # An operation can be admitted by the strategy of every package that holds it, and by its
     # API's own strategy when that is set explicitly, when some application registers to the
-    # API itself, or when no package holds the operation (README "Auth strategies").
+    # API itself, or when no package holds the operation (docs/decisions.md "Auth strategies").
     by_op: dict[int, list[str]] = {}
     for name, pkg in catalog.packages.items():
         for uid in pkg.op_uids:

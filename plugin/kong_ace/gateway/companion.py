@@ -110,7 +110,7 @@ def verdict_for(d: Decision, target: str, anonymous: str | None,
     if d.upstream_path is not None:
         # ace-guard forwards the decided path only if the route did not rewrite Kong's
         # (``$upstream_uri`` is still escape(normalised path), kong/runloop/handler.lua);
-        # otherwise it refuses rather than guess the rewrite (README, Request confusion).
+        # otherwise it refuses rather than guess the rewrite (docs/matching.md, Request confusion).
         admission["path"] = d.upstream_path
         admission["path_if"] = kong_escape(path)
         admission["path_refusal"] = PATH_REFUSAL

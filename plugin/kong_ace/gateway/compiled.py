@@ -87,6 +87,7 @@ class Compiled:
     anonymous: str | None
     users: int = field(default=0)
     compile_seconds: float = 0.0  # how long compiling took (metrics, status)
+    deprecated_apis: frozenset[str] = frozenset()  # counted in kong_ace_deprecated_calls
 
 
 @dataclass
@@ -209,6 +210,7 @@ class CompiledCache:
             service_scoped=cat.service_scoped,
             anonymous=cat.anonymous,
             compile_seconds=time.perf_counter() - start,
+            deprecated_apis=frozenset(a.name for a in cat.apis.values() if a.lifecycle),
         )
         self._entries[key] = entry
         return entry

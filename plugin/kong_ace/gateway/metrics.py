@@ -48,6 +48,9 @@ DECISION_BUCKETS = (0.00001, 0.000025, 0.00005, 0.0001, 0.00025, 0.0005, 0.001, 
 STORE_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.1, 0.5, 2.5)
 PDK_BUCKETS = (1, 2, 3, 4, 5, 6, 7, 8, 10, 15)
 DECISION_LABELS = ("status", "reason", "package", "api", "operation")
+WOULD_DENY_LABELS = ("status", "reason", "api", "operation")  # monitor mode: the would-be denial
+DEPRECATED_LABELS = ("api", "package")  # calls to a deprecated API version
+WOULD_DENY = "would_deny"  # the reason label of a request monitor mode let through
 
 LOOPBACK_ONLY = ("--metrics-listen {address}: not a loopback address; metrics name "
                  "applications and operations, so pass --metrics-allow-remote (or "
@@ -96,6 +99,8 @@ class Recorder:
         self.applications = applications
         self._lock = _native_lock()
         self.decisions: dict[tuple[str, ...], int] = {}
+        self.would_deny: dict[tuple[str, ...], int] = {}
+        self.deprecated: dict[tuple[str, ...], int] = {}
         self.decision_seconds = Histogram(DECISION_BUCKETS)
         self.pdk_calls = Histogram(PDK_BUCKETS)
 
@@ -111,6 +116,9 @@ class Recorder:
         else:
             if why is not None:
                 status, reason = str(status_code), why
+            elif decision.would_deny is not None:
+                status, reason = PROXIED, WOULD_DENY
+                self._would_deny(decision.would_deny, api)
             elif decision.allowed:
                 status, reason = PROXIED, s.reason(decision)
             else:
@@ -130,16 +138,51 @@ class Recorder:
             self.decision_seconds.observe(seconds)
             self.pdk_calls.observe(calls)
 
+    def _would_deny(self, would: Decision, api: str | None) -> None:
+        key: tuple[str, ...] = (str(would.status), s.reason(would), would.api or api or "",
+                                would.operation_id or "")
+        self._count(self.would_deny, key, would.application_id)
+
+    def deprecated_call(self, decision: Decision, api: str) -> None:
+        """Count one call to an operation of a deprecated API version (who must migrate)."""
+        self._count(self.deprecated, (api, decision.package or ""), decision.application_id)
+
+    def _count(self, counts: dict[tuple[str, ...], int], key: tuple[str, ...],
+               app: str | None) -> None:
+        if self.applications:
+            key += (app or "",)
+        with self._lock:
+            n = counts.get(key)
+            if n is None and len(counts) >= MAX_SERIES and self.applications:
+                key = (*key[:-1], OVERFLOW)
+                n = counts.get(key)
+            counts[key] = 1 if n is None else n + 1
+
     def families(self) -> Iterator[Metric]:
         """The decision metrics as they stand."""
-        labels = DECISION_LABELS + (("application",) if self.applications else ())
+        app_label = ("application",) if self.applications else ()
+        labels = DECISION_LABELS + app_label
         with self._lock:
+            would_deny = list(self.would_deny.items())
+            deprecated = list(self.deprecated.items())
             decisions = list(self.decisions.items())
             seconds = (self.decision_seconds.buckets(), self.decision_seconds.total)
             calls = (self.pdk_calls.buckets(), self.pdk_calls.total)
         fam = CounterMetricFamily(f"{PREFIX}_decisions", "Requests decided, by outcome",
                                   labels=labels)
         for key, count in decisions:
+            fam.add_metric(list(key), count)
+        yield fam
+        fam = CounterMetricFamily(f"{PREFIX}_would_deny", "Requests monitor mode let through "
+                                  "that enforcement would have denied, by would-be status and "
+                                  "reason", labels=WOULD_DENY_LABELS + app_label)
+        for key, count in would_deny:
+            fam.add_metric(list(key), count)
+        yield fam
+        fam = CounterMetricFamily(f"{PREFIX}_deprecated_calls", "Requests to operations of a "
+                                  "deprecated or sunset API version, by package",
+                                  labels=DEPRECATED_LABELS + app_label)
+        for key, count in deprecated:
             fam.add_metric(list(key), count)
         yield fam
         yield _histogram("decision_seconds", "Time to decide one request (match, authenticate, "

@@ -376,6 +376,10 @@ def record(recorder: metrics.Recorder, c: Compiled | None, outcome: Outcome | No
         return
     d = outcome.decision
     api = None if d.api is not None or c is None else summary.api_of(c.enforcer, d)
+    if c is not None and c.deprecated_apis:
+        name = d.api or api
+        if name in c.deprecated_apis:
+            recorder.deprecated_call(d, name)  # type: ignore[arg-type]
     if outcome.exited and d.allowed:
         # Admitted, then answered by apply() itself: what it answered is the event's exit.
         exit_call = event.exit_call if event is not None else None

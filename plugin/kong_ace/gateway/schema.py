@@ -18,6 +18,15 @@ def _array(elements: Field, **extra: Any) -> Field:
     return {"type": "array", "elements": elements, **extra}
 
 
+ENFORCEMENT = ("enforce: ACE answers what it denies; monitor: it lets the request through and "
+               "records the would-be outcome")
+
+
+def _enforcement(scope: str) -> Field:
+    return _string(one_of=["enforce", "monitor"],
+                   description=f"{ENFORCEMENT} ({scope}; unset: inherited).")
+
+
 def _record(*fields: tuple[str, Field], **extra: Any) -> Field:
     return {"type": "record", "fields": [{name: spec} for name, spec in fields], **extra}
 
@@ -78,6 +87,18 @@ API = _record(
                     "insensitive (Express, ASP.NET Core: decide on the lower-cased path) or "
                     "unknown (a path whose case-folded reading reaches another operation is "
                     "answered 400).")),
+    ("enforcement", _enforcement("this API's operations; a package's setting wins")),
+    # Kong's DSL has no union type: "true", "false" or a date (ISO 8601, or epoch seconds).
+    ("deprecated", _string(description="Deprecation of this API version: \"true\" or the date "
+                           "it is (or will be) deprecated; responses carry the RFC 9745 "
+                           "Deprecation header.")),
+    ("sunset", _string(description="The date (ISO 8601) this API version goes away; responses "
+                       "carry the RFC 8594 Sunset header.")),
+    ("deprecation_link", _string(description="A page about the deprecation, sent as Link: <URI>; "
+                                 "rel=\"deprecation\" (needs deprecated).")),
+    ("sunset_action", _string(one_of=["warn", "refuse"],
+                              description="After the sunset date: warn (headers only, the "
+                              "default) or refuse (410 Gone).")),
     description="An API: its operations, from an OpenAPI document or a list.",
 )
 
@@ -108,6 +129,7 @@ PACKAGE = _record(
     ("auth_strategy", _string(description="The strategy that admits registrations to this "
                               "package: a name from auth_strategies, default (the top-level "
                               "key settings; the default) or none (open access).")),
+    ("enforcement", _enforcement("this package's operations, beating their API's setting")),
     description="An API package: operations and rate limits that applications register to.",
 )
 
@@ -355,6 +377,16 @@ CONFIG_FIELDS: tuple[Field, ...] = (
     {"log_summary": {"type": "boolean", "required": True, "default": False,
                      "description": "Classic mode: hand Kong's logging plugins a summary of "
                      "each decision under ace (one more PDK call).", }},
+    # Monitor mode (docs/operations.md).
+    {"enforcement": _string(required=True, default="enforce", one_of=["enforce", "monitor"],
+                            description=f"{ENFORCEMENT} (top level; apis[] and packages[] "
+                            "may override it).")},
+    {"monitor_request_confusion": {"type": "boolean", "required": True, "default": False,
+                                   "description": "Monitor request-confusion refusals (400) "
+                                   "too when enforcement is monitor; off: they stay enforced."}},
+    {"monitor_header": {"type": "boolean", "required": True, "default": False,
+                        "description": "Send X-ACE-Would-Deny: <status> <reason> upstream on a "
+                        "request monitor mode lets through."}},
 )
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import time
 from collections.abc import Mapping
 from typing import Any
 
@@ -12,6 +13,7 @@ from rich.text import Text
 
 from kong_ace.core.strategies import DEFAULT, NONE, KeyStrategy, TokenStrategy
 from kong_ace.errors import ConfigError
+from kong_ace.ops import migrations
 from kong_ace.ops.coverage import SAMPLES, Coverage, CoverageAnalyser
 from kong_ace.ops.deckfile import DeckFileError, Route
 from kong_ace.ops.loader import Loaded, Source, compile_source, hint, read
@@ -33,6 +35,8 @@ NO_SIGNING_KEYS = ("auth strategy '{name}': no signing keys from issuer {issuer}
 UNUSED_STRATEGY = "auth strategy '{name}' is used by no package or API"
 NO_CLIENT_IDS = ("auth strategy '{name}' ({issuer}) admits packages/APIs, but no application "
                  "has client_ids")
+MONITORED = ("monitor mode: {n} of {total} operations are only monitored (requests matching no "
+             "operation: {top})")
 STATUS_STYLE = {"matched": "green", "partial": "yellow", "unmatched": "bold red"}
 
 
@@ -104,6 +108,10 @@ def findings(loaded: Loaded, coverage: list[Coverage], analyser: CoverageAnalyse
     out += [IDLE_PATH.format(route=m.route.label, path=m.path or "(any)", effect=effect)
             for m in analyser.idle_paths()]
     out += _strategy_findings(loaded, strategies(loaded))
+    out += migrations.findings(migrations.registrations(cat, time.time()))
+    if cat.monitoring:
+        watched = len(cat.monitored_ops)
+        out.append(MONITORED.format(n=watched, total=len(coverage), top=cat.enforcement))
     return out + analyser.warnings
 
 
@@ -177,6 +185,9 @@ def _as_json(loaded: Loaded, analyser: CoverageAnalyser, coverage: list[Coverage
             a.id for a in cat.applications.values()
             if not any(r.status == "approved" for r in a.registrations)],
         "duplicate_keys": dups,
+        "deprecated_registrations": migrations.registrations(cat, time.time()),
+        "monitored_operations": [op.id for op in cat.operations()
+                                 if op.uid in cat.monitored_ops],
         "auth_strategies": strategies(loaded),
         "idle_route_paths": [{"route": m.route.label, "path": m.path}
                              for m in analyser.idle_paths()],

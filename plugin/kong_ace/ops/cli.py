@@ -16,6 +16,7 @@ COMMANDS = {
     "check": "kong_ace.ops.check:run",
     "explain": "kong_ace.ops.explain:run",
     "status": "kong_ace.ops.status:run",
+    "replay": "kong_ace.ops.replay:run",
 }
 
 
@@ -60,6 +61,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--socket", metavar="PATH",
                    help="the plugin server's Unix socket (default: $KONG_ACE_SOCKET, else "
                         "/usr/local/kong/ace.socket)")
+    _json_flag(p)
+
+    p = sub.add_parser("replay", help="re-decide recorded Kong logs (file-log/http-log JSON) "
+                                      "under a new config and report what would change")
+    p.add_argument("logs", nargs="+", metavar="LOG",
+                   help="Kong file-log/http-log JSON lines (gzip accepted)")
+    p.add_argument("--config", required=True, metavar="NEW_KONG_YML",
+                   help="the declarative config to try")
+    p.add_argument("--baseline", metavar="OLD_KONG_YML",
+                   help="re-decide under this config too, instead of trusting the logged outcome")
+    p.add_argument("--specs-dir", help="override the ace configs' specs_dir")
+    p.add_argument("--examples", type=int, default=3, metavar="N",
+                   help="example requests shown per change (default 3)")
     _json_flag(p)
 
     p = sub.add_parser("demo", help="run the demo", add_help=False)

@@ -65,6 +65,8 @@ NO_LIMITS = "{what}: no rate limit"
 FRESH_COUNTERS = ("note: rate limits are counted from zero in this run; the gateway's own "
                   "counters may already be spent")
 FORWARDED = "forwarded to service '{service}'"
+WOULD_DENY = ("monitor mode: forwarded to service '{service}' as nobody (no identity headers); "
+              "enforce would answer {status} \"{message}\"")
 STRATEGIES = "the operation accepts: {what}"
 OPEN = "open access (auth_strategy none): no application, no application limits"
 TOKEN_OK = ("access token from {iss} (strategy '{strategy}'): client id '{cid}' is "
@@ -398,6 +400,13 @@ def _registrations(app: Application, op: Operation, ex: Explanation) -> None:
 
 def _final(ex: Explanation, decision: Decision, route: Route) -> Explanation:
     ex.decision = decision
+    would = decision.would_deny
+    if would is not None:  # monitor mode: forwarded, recorded as what enforce would answer
+        service = route.service.label if route.service else "-"
+        ex.steps.append(Step("decision", WOULD_DENY.format(
+            service=service, status=would.status, message=would.message), None,
+            {**_decision_json(decision), "would_deny": _decision_json(would)}))
+        return ex
     if decision.allowed:
         service = route.service.label if route.service else "-"
         ex.steps.append(Step("decision", FORWARDED.format(service=service), True,

@@ -30,7 +30,7 @@ from typing import Any
 
 from kong_ace.core.normalize import normalize_path
 from kong_ace.gateway.request_line import kong_escape
-from kong_ace.testing import companions
+from kong_ace.testing import companions, nginx
 from kong_ace.testing.pdk import TERMINAL, KongPDK, KongRequest, LuaError
 from kong_ace.testing.rpc import KongRPC, RPCAbort, RPCFailure
 from kong_ace.testing.schema import Resolver, env_vault, process
@@ -130,6 +130,8 @@ class KongWorker:
         With the node's ``companions``, ace-context (956) runs before the plugin and ace-guard
         (954) after it, unless the request already ended (an exit, or a Lua error's 500).
         """
+        if self.node.nginx and nginx.refuses(*self._request_line(req)):
+            return Result(status=400, body=nginx.BAD_REQUEST)  # no Kong phase runs
         pdk = KongPDK(req, self.node.consumers)
         result = Result(status=0)
         if self.node.companions:
@@ -142,6 +144,14 @@ class KongWorker:
                 result.errors.append(f"ace-guard: {exc}")
                 failed = True
         return self._finish(result, pdk, failed=failed)
+
+    @staticmethod
+    def _request_line(req: KongRequest) -> tuple[str, str]:
+        """(method, target) as on the request line nginx parses."""
+        parts = (req.request_line or "").split(" ")
+        if len(parts) >= 3:
+            return parts[0], " ".join(parts[1:-1])
+        return req.method, req.path
 
     def _run(self, pdk: KongPDK, result: Result) -> bool:
         """The plugin's access handler; True when Kong fails the request with a 500."""
@@ -223,8 +233,11 @@ class KongNode:
                  plugin_name: str = "ace", consumers: list[dict[str, Any]] | None = None,
                  fresh_connections: bool = False, schema: dict[str, Any] | None = None,
                  vault: dict[str, str] | None = None, instance_name: str | None = None,
-                 raw: bool = False, companions: bool = False) -> None:
+                 raw: bool = False, companions: bool = False, nginx: bool = True) -> None:
         self.socket = socket
+        # nginx's own 400 for request lines it cannot parse (testing/nginx.py); the hostile-
+        # request suites turn it off to send the server what nginx would never pass.
+        self.nginx = nginx
         self.companions = companions  # run the Lua companions around the plugin (SPEC §9)
         self.plugin_name = plugin_name
         self.fresh_connections = fresh_connections

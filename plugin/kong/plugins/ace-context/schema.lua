@@ -1,4 +1,4 @@
--- ace-context: no settings. Enable it globally, with `ace` and `ace-guard` (README, "Modes").
+-- ace-context: no settings. Enable it globally, with `ace` and `ace-guard` (docs/running.md, "Modes").
 return {
   name = "ace-context",
   fields = {

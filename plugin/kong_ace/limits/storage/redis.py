@@ -134,7 +134,7 @@ def _new_client(s: RedisSettings) -> Client:
         }
         sentinel = Sentinel(list(s.sentinel_nodes), sentinel_kwargs=sentinel_kwargs)
         # Every request writes its counters, so it always goes to the primary whatever
-        # sentinel_role says (`slave`/`any` would only get READONLY errors); README explains.
+        # sentinel_role says (`slave`/`any` would only get READONLY errors; docs/rate-limits.md).
         return sentinel.master_for(s.sentinel_master, db=s.database, retry=_no_retry(), **kwargs)
     kwargs.update(host=s.host, port=s.port, db=s.database, retry=_no_retry())
     if s.ssl:
