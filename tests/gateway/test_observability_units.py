@@ -170,3 +170,28 @@ def test_the_rate_limit_breaker_reports_each_state_change() -> None:
     assert breaker.allow()  # the probe
     breaker.success()
     assert seen == [("redis", "open"), ("redis", "half_open"), ("redis", "closed")]
+
+
+def test_would_deny_and_deprecated_calls_carry_the_application_when_labelled(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(metrics, "MAX_SERIES", 2)
+    rec = metrics.Recorder(applications=True)
+    for i in range(3):
+        would = deny(403, d.NOT_REGISTERED, operation_id="op", application_id=f"app-{i}")
+        rec.decision(Decision(True, operation_id="op", application_id=f"app-{i}",
+                              would_deny=would), "flights", 0.00002, 2)
+        rec.deprecated_call(Decision(True, operation_id="op", application_id=f"app-{i}",
+                                     package="basic", api="flights"), "flights")
+    got = scrape(Families(rec))
+    would = {dict(k[1])["application"]: v for k, v in got.items()
+             if k[0] == "kong_ace_would_deny_total"}
+    assert would == {"app-0": 1, "app-1": 1, "_other": 1}
+    assert got[("kong_ace_would_deny_total", (
+        ("api", "flights"), ("application", "app-0"), ("operation", "op"),
+        ("reason", "not_registered"), ("status", "403")))] == 1
+    deprecated = {dict(k[1])["application"]: v for k, v in got.items()
+                  if k[0] == "kong_ace_deprecated_calls_total"}
+    assert deprecated == {"app-0": 1, "app-1": 1, "_other": 1}
+    assert got[("kong_ace_decisions_total", (
+        ("api", "flights"), ("application", "app-0"), ("operation", "op"), ("package", ""),
+        ("reason", "would_deny"), ("status", "proxied")))] == 1

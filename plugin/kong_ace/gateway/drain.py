@@ -21,6 +21,7 @@ reach Kong in the same ``receiveany`` as a reply and be dropped with Kong's unpa
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import logging
 import os
@@ -56,13 +57,27 @@ def unread(sock: Any) -> int:
 class Tracked:
     """What the drain needs to know about one Kong connection."""
 
-    def __init__(self, sock: Any, send: Callable[[bytes], None]) -> None:
+    def __init__(self, sock: Any, send: Callable[[bytes], None], *, threaded: bool) -> None:
         self.sock = sock
         self.send = send
         self.busy = False  # a request was read and its answer is not fully sent yet
         self.partial = False  # part of a request is buffered
         self.poked = False  # a poke was sent and no request came since
-        self.lock = threading.Lock()  # one writer at a time: a poke never splits a reply
+        # Threading mode: a poke must not land between two send() calls of one large reply.
+        # gevent mode needs none (nothing runs between the checks and the send), and the
+        # lock would cost every RPC message about 1 us.
+        self.lock: Any = threading.Lock() if threaded else None
+
+    def took(self) -> None:
+        """Kong wrote on the connection: busy until answered; any poke is read in this call."""
+        lock = self.lock
+        if lock is None:
+            self.busy = True
+            self.poked = False
+            return
+        with lock:
+            self.busy = True
+            self.poked = False
 
     def pokable(self) -> bool:
         """True when a poke now cannot reach Kong inside the answer to a call."""
@@ -71,7 +86,7 @@ class Tracked:
 
     def poke(self, message: bytes) -> bool:
         """Send the poke; False if the connection is gone."""
-        with self.lock:
+        with self.lock or contextlib.nullcontext():
             if self.busy:
                 return True  # a request came meanwhile (threading mode): poke after it
             self.poked = True

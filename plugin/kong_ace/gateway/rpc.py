@@ -22,7 +22,7 @@ import msgpack
 from greenlet import greenlet
 
 from kong_ace.gateway.drain import Connections, Tracked
-from kong_ace.gateway.events import DEFAULT_TIMEOUT, ERROR_EXIT, Event, Output
+from kong_ace.gateway.events import DEFAULT_TIMEOUT, ERROR_EXIT, Event, GreenletEvent, Output
 
 log = logging.getLogger("kong_ace.gateway.server")
 
@@ -352,7 +352,8 @@ class Connection:
         # Kong resets its instances when the server pid it last saw changes (mp_rpc.lua).
         sock.sendall(self.packer.pack([2, "serverPid", os.getpid()]))
         recv, send = socket_io(sock)
-        tracked = Tracked(sock, send)
+        tracked = Tracked(sock, send,
+                          threaded=not issubclass(self.server.event_type, GreenletEvent))
         if self.connections is not None:
             self.connections.add(tracked)
         fed = 0
@@ -361,9 +362,7 @@ class Connection:
                 chunk = recv(65536)
                 if not chunk:
                     return
-                with tracked.lock:
-                    tracked.busy = True  # Kong took the connection: any poke is read in this call
-                    tracked.poked = False
+                tracked.took()
                 fed += len(chunk)
                 self.unpacker.feed(chunk)
                 try:
