@@ -239,7 +239,19 @@ def test_the_fold_check_only_runs_where_needed() -> None:
     case = Enforcer(lower).catalog.case
     assert case is not None and not case.always
     assert not case.needed("/files/users/7") and case.needed("/files/users/Export")
-    assert enf().catalog.case.always  # type: ignore[union-attr] - /Orders has capitals
+    case = enf().catalog.case  # /shop/Orders/{id}: a lower-case path may differ
+    assert case is not None and case.always and case.upper_segments == {"orders"}
+    assert case.needed("/shop/orders/1") and not case.needed("/files/users/7")
+    # Only paths that hold a folded capitalised literal pay for the second lookup.
+    e = Enforcer({"apis": [{"name": "gh", "operations": [
+        {"method": "GET", "path": "/orgs/{org}/projectsV2/{n}"},
+        {"method": "GET", "path": "/orgs/{org}/{kind}/{n}"},
+        {"method": "GET", "path": "/files/{name}.JSON"}]}]})
+    case = e.catalog.case
+    assert case is not None and not case.needed("/orgs/a/projects/1")
+    assert case.needed("/orgs/a/projectsv2/1") and case.needed("/files/a.json")
+    d = e.decide(Request("GET", "/orgs/a/projectsv2/1"))
+    assert (d.status, d.message) == (400, t.AMBIGUOUS_PATH)  # {kind} exactly, projectsV2 folded
 
 
 # 4. Kong's wildcard hosts -------------------------------------------------------------------

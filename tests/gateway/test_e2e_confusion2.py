@@ -155,9 +155,14 @@ def test_another_consumer_is_not_the_application(node: KongNode,
     ("/files/users/a%%32%66export", "escaped slash in request path"),
     ("/files/users/export%%33%62x", "path parameters (';') in request path"),
 ])
-def test_escapes_left_by_kongs_one_decoding_pass(node: KongNode, raw: str, message: str) -> None:
-    r = send(node, "GET", raw)
-    assert (r.status, r.message) == (400, message)
+def test_escapes_left_by_kongs_one_decoding_pass(server: PluginServerProcess, raw: str,
+                                                 message: str) -> None:
+    # Kong 3.9.1's nginx refuses '%%' itself; one proxy hop away it arrives: nginx=False.
+    for companions in (False, True):
+        n = KongNode(server.socket, confusion2_config(), companions=companions, nginx=False)
+        r = send(n, "GET", raw)
+        assert (r.status, r.message) == (400, message)
+        n.close()
 
 
 # 6. Hostile token headers --------------------------------------------------------------------

@@ -150,6 +150,51 @@ def test_two_different_keys_are_refused_and_both_redacted():
     assert report["request"]["query"] == {"apikey": ["<redacted>"]}
 
 
+# Request confusion, second round (issue 20): the new 400s and why -----------------------------
+
+def _confusing(data):
+    config = ace_plugin(data)["config"]
+    config["match_policy"] = "if_present"
+    config["apis"].append({"name": "files", "base_path": "/files", "operations": [
+        {"method": "GET", "path": "/users/{id}", "operation_id": "getUser"},
+        {"method": "GET", "path": "/users/export", "operation_id": "exportUsers"},
+        {"method": "POST", "path": "/items/{id}", "operation_id": "postItem"},
+        {"method": "DELETE", "path": "/items/{id}", "operation_id": "deleteItem"}]})
+    data["services"][0]["routes"].append({"name": "files", "paths": ["/files"]})
+
+
+def test_a_case_folded_reading_is_explained(tmp_path):
+    code, report, text = explain("GET", "/files/users/Export", "-H", f"apikey: {WEB_KEY}",
+                                 path=write_deck(tmp_path, _confusing))
+    assert code == 1 and (report["status"], report["message"]) == (400, "ambiguous request path")
+    reason = steps(report)["confusion"]["outcome"]
+    assert "case-insensitive router" in reason and "'exportUsers'" in reason
+    assert "'getUser'" in reason and "path_case" in text
+
+
+def test_a_body_override_and_an_uninspected_body_are_explained(tmp_path):
+    deck = write_deck(tmp_path, _confusing)
+    code, report, _ = explain("POST", "/files/items/7", "-H", f"apikey: {WEB_KEY}", "-H",
+                              "Content-Type: application/x-www-form-urlencoded", "-d",
+                              "a=1&.method=delete", path=deck)
+    assert (code, report["status"], report["message"]) == (1, 400,
+                                                            "method override in request body")
+    assert "names delete" in steps(report)["confusion"]["outcome"]
+    code, report, _ = explain("POST", "/files/items/7", "-H", f"apikey: {WEB_KEY}", "-H",
+                              "Content-Type: multipart/form-data; boundary=x",
+                              "--body-too-large", path=deck)
+    assert report["message"] == "request body cannot be inspected for a method override"
+    assert "DELETE also reach" in steps(report)["confusion"]["outcome"]
+
+
+def test_a_decoded_reading_is_explained(tmp_path):
+    code, report, _ = explain("GET", "/files/users/%%36%35xport", "-H", f"apikey: {WEB_KEY}",
+                              path=write_deck(tmp_path, _confusing))
+    assert report["status"] == 400
+    assert "percent-decoding upstream reads /files/users/export" in steps(report)[
+        "confusion"]["outcome"]
+
+
 def test_monitor_mode_says_what_enforce_would_answer(tmp_path):
     def monitor(data):
         ace_plugin(data)["config"]["enforcement"] = "monitor"

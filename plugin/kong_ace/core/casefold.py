@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from kong_ace.core.matcher import Match, Matcher, Operation, Scope
+from kong_ace.core.matcher import PARAM_SEGMENT, Match, Matcher, Operation, Scope, parse_template
 
 
 class CaseConflict(ValueError):
@@ -27,13 +27,35 @@ class CaseReadings:
     """Lower-cased templates of every API not declared case-sensitive, compiled once."""
 
     matcher: Matcher
-    always: bool  # a template holds an upper-case letter: even a lower-case path may differ
     insensitive: frozenset[int]  # uids of operations whose upstream routes ignoring case
     conflicts: frozenset[int]  # uids whose folded template is another operation's too
+    # Lower-cased literal segments (and literal parts of partial segments) that hold an
+    # upper-case letter: a lower-case path can read differently only if it contains one.
+    upper_segments: frozenset[str] = frozenset()
+    upper_parts: tuple[str, ...] = ()
+
+    @property
+    def always(self) -> bool:
+        """Whether even a lower-case path may reach another operation once folded."""
+        return bool(self.upper_segments or self.upper_parts)
 
     def needed(self, path: str) -> bool:
-        """Whether ``path`` may read differently once folded (cheap: no per-request regex)."""
-        return self.always or not (path.islower() or path.lower() == path)
+        """Whether ``path`` may read differently once folded: no regex, no generator.
+
+        lower() and == beat islower(), which crawls over 8 KB of '-'.
+        """
+        if path.lower() != path:
+            return True
+        for part in self.upper_parts:
+            if part in path:
+                return True
+        segments = self.upper_segments
+        if len(segments) > 4:
+            return not segments.isdisjoint(path.split("/"))
+        for segment in segments:  # noqa: SIM110 - a generator costs more than the test
+            if segment in path:
+                return True
+        return False
 
     def resolve(self, exact: Match, folded: Match) -> Match | None:
         """The match to decide on given both readings, or None when they are ambiguous."""
@@ -51,6 +73,20 @@ class CaseReadings:
         return None
 
 
+def fold_template(template: str) -> str:
+    """``template`` with its literal text lower-cased; parameter names are not path text."""
+    if "{" not in template:
+        return template.lower()
+    out, depth = [], 0
+    for ch in template:
+        if ch == "{":
+            depth += 1
+        elif ch == "}":
+            depth -= 1
+        out.append(ch if depth else ch.lower())
+    return "".join(out)
+
+
 def compile_case(apis: list[tuple[str, Scope, tuple[Operation, ...]]],
                  shape: dict[int, str]) -> CaseReadings | None:
     """Index ``apis`` (path_case, scope, operations) folded; None if all are case-sensitive.
@@ -59,7 +95,8 @@ def compile_case(apis: list[tuple[str, Scope, tuple[Operation, ...]]],
     templates that fold to the same one. Raises CaseConflict for an insensitive API.
     """
     matcher = Matcher()
-    always = False
+    upper_segments: set[str] = set()
+    upper_parts: set[str] = set()
     insensitive: set[int] = set()
     conflicts: set[int] = set()
     seen: dict[tuple[str, str, Scope], Operation] = {}
@@ -69,8 +106,9 @@ def compile_case(apis: list[tuple[str, Scope, tuple[Operation, ...]]],
             continue
         for op in ops:
             indexed = True
-            folded = op.path.lower()
-            always = always or folded != op.path
+            folded = fold_template(op.path)
+            if folded != op.path:
+                _collect_upper(op.path, upper_segments, upper_parts)
             if path_case == "insensitive":
                 insensitive.add(op.uid)
             key = (op.method, shape[op.uid].lower(), scope)
@@ -89,4 +127,14 @@ def compile_case(apis: list[tuple[str, Scope, tuple[Operation, ...]]],
             conflicts.update((op.uid, other.uid))
     if not indexed:
         return None
-    return CaseReadings(matcher, always, frozenset(insensitive), frozenset(conflicts))
+    return CaseReadings(matcher, frozenset(insensitive), frozenset(conflicts),
+                        frozenset(upper_segments), tuple(sorted(upper_parts)))
+
+
+def _collect_upper(template: str, segments: set[str], parts: set[str]) -> None:
+    for seg in parse_template(template):
+        if isinstance(seg, str):
+            if seg.lower() != seg:
+                segments.add(seg.lower())
+        elif seg is not PARAM_SEGMENT:
+            parts.update(lit.lower() for lit in seg.literals if lit.lower() != lit)

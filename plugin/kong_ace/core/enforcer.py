@@ -71,10 +71,11 @@ class Enforcer:
         return self._warnings
 
     def match(
-        self, method: str, path: str, *, host: str | None = None, service: Any = None
+        self, method: str, path: str, *, host: str | None = None, service: Any = None,
+        normalized: bool = False,
     ) -> Operation | None:
-        """The operation a request reaches, or None."""
-        return self._match(method, path, host, service).operation
+        """The operation a request reaches, or None (``normalized``: ``path`` is Kong's)."""
+        return self._match(method, path, host, service, normalized).operation
 
     def route(self, req: Request) -> Match:
         """The match ``decide`` would make for ``req`` (hand it back to skip a second one)."""
@@ -87,8 +88,9 @@ class Enforcer:
             return Routed(None, frozenset(), s)
         m = self._match(s.method, s.path, req.host, req.service, normalized=True)
         case = cat.case
+        # A case-insensitive router (Express, ASP.NET Core) reads the folded path: only where
+        # it may differ.
         if case is not None and case.needed(s.path):
-            # A case-insensitive router (Express, ASP.NET Core) reads the folded path.
             m = self._folded(case, s.method, s.path, req, m)  # type: ignore[assignment]
             if m is None:
                 s.refusal = AMBIGUOUS_PATH

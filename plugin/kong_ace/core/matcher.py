@@ -74,6 +74,9 @@ def _host_patterns(hosts: frozenset[str]) -> tuple[frozenset[str], tuple[str, ..
     # anchored ("ajo") against the Host header: a leading '*' stands for one or more of any
     # character (so `*.example.com` takes `a.b.example.com`), a trailing one likewise
     # (`example.*`); kong/db/schema/typedefs.lua `hosts` allows one '*', leftmost or rightmost.
+    # The expressions flavours read them alike (kong/router/transform.lua get_expression: a
+    # leading '*' is a postfix match `http.host =^ ".example.com"`, a trailing one a prefix
+    # match `^=`), so a suffix/prefix test on the lower-cased host covers every flavour.
     # A port in the pattern is dropped here (hosts are compared without their port), which
     # only ever widens the scope.
     plain, suffixes, prefixes = set(), [], []
@@ -142,7 +145,7 @@ class _Pattern:
         return (p.startswith(q) or q.startswith(p)) and (s.endswith(t) or t.endswith(s))
 
 
-_PARAM_SEGMENT = "{}"
+PARAM_SEGMENT = "{}"
 
 
 def parse_template(template: str) -> tuple[str | _Pattern, ...]:
@@ -180,7 +183,7 @@ def _parse_segment(seg: str) -> str | _Pattern:
         raise ValueError(f"adjacent parameters in {seg!r} cannot be told apart")
     literals = [decode_unreserved(p) for p in parts]
     if len(names) == 1 and not literals[0] and not literals[1]:
-        return _PARAM_SEGMENT
+        return PARAM_SEGMENT
     return _Pattern(
         literals=tuple(literals),
         shape="{}".join(literals),
@@ -201,7 +204,7 @@ class _Node:
         self.endpoints: dict[str, list[tuple[Scope, Operation]]] | None = None
 
     def child(self, seg: str | _Pattern) -> _Node:
-        if seg is _PARAM_SEGMENT:
+        if seg is PARAM_SEGMENT:
             if self.param is None:
                 self.param = _Node()
             return self.param

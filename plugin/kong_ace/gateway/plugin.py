@@ -27,6 +27,7 @@ from typing import Any, NamedTuple
 
 from cachetools import TTLCache
 
+from kong_ace.core.catalog import is_uuid
 from kong_ace.core.decision import IDENTITY_HEADERS, UNEXPECTED, Decision, Request
 from kong_ace.core.logsafe import escape
 from kong_ace.core.matcher import Match
@@ -96,7 +97,8 @@ class ConsumerCache:
             found = self._cache.get(ref)
         if found is not None:
             return found
-        consumer = _v(kong.client.load_consumer(ref, True))
+        # A UUID names the id only (no fall-back to a username), as the catalog maps consumers.
+        consumer = _v(kong.client.load_consumer(ref, not is_uuid(ref)))
         if isinstance(consumer, Mapping) and consumer.get("id"):
             with self._lock:
                 self._cache[ref] = consumer

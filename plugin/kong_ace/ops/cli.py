@@ -53,6 +53,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="a query argument (repeatable)")
     p.add_argument("--consumer", help="the Kong consumer another auth plugin authenticated")
     p.add_argument("--host", help="the request's Host")
+    p.add_argument("-d", "--data", metavar="BODY",
+                   help="the request body (give its Content-Type with -H), e.g. '_method=PUT'")
+    p.add_argument("--body-too-large", action="store_true",
+                   help="the body could not be inspected (nginx spilled it to a file)")
     p.add_argument("--specs-dir", help="override the ace config's specs_dir")
     _json_flag(p)
 

@@ -15,12 +15,15 @@ from typing import Any
 from rich.table import Table
 from rich.text import Text
 
+from kong_ace.core import target as t
 from kong_ace.core.auth import Authenticator, Plan
 from kong_ace.core.catalog import Application, Catalog, consumer_refs
 from kong_ace.core.credentials import distinct, lookup, presented_keys
 from kong_ace.core.decision import Decision, Request
+from kong_ace.core.enforcer import Enforcer
 from kong_ace.core.matcher import Operation
 from kong_ace.core.normalize import normalize_path
+from kong_ace.core.readings import body_kind, body_overrides
 from kong_ace.core.strategies import KeyStrategy, TokenStrategy
 from kong_ace.core.tokens import bearer, claims_shown, unverified_claims
 from kong_ace.errors import ConfigError
@@ -75,6 +78,25 @@ TOKEN_SCOPE = "access token (strategy '{strategy}') lacks scope(s) {missing}"
 TOKEN_REFUSED = "access token refused: {reason}"
 NO_TOKEN = "no bearer token (Authorization: Bearer ...)"
 KEY_NOT_ACCEPTED = "an API key was presented, but this operation accepts access tokens only"
+# Why a request is refused with 400 (SPEC §8, docs/matching.md "Request confusion").
+CASE_READING = ("a case-insensitive router (Express, ASP.NET Core) reads {path}: {folded}; "
+                "the exact path reaches {exact} (set the API's path_case if you know how its "
+                "upstream routes)")
+DECODED_READING = ("a percent-decoding upstream reads {path}: {other}; Kong's path reaches "
+                   "{exact}")
+BODY_READING = ("the POST body's _method names {values}: Laravel would run that method "
+                "(body_method_override_action: reject; follow decides on it)")
+UNINSPECTED_READING = ("the POST body could not be inspected for _method, and {methods} "
+                       "also reach operations at this path (uninspected_body_action: {action})")
+READINGS = {
+    t.ESCAPED_SLASH: "a decoding upstream reads %2F (or a backslash) as a separator "
+                     "(path_with_escaped_slashes_action: reject)",
+    t.PATH_PARAMETERS: "Tomcat/Jetty route on the path without its ';' parameters",
+    t.FRAGMENT: "a raw '#' starts a fragment for most servers: they route on less of the path",
+    t.METHOD_OVERRIDE: "a method override the configuration refuses, or two that disagree",
+    t.HOST_MISMATCH: "Kong's router reads the Host header, nginx the request line's host",
+    t.TOO_MANY_HEADERS: "more header lines than Kong reads: a key or an override may be unseen",
+}
 
 
 @dataclass
@@ -119,6 +141,8 @@ class Probe:
     query: dict[str, list[str]]
     host: str | None = None
     consumer: str | None = None
+    body: str | None = None
+    body_too_large: bool = False
 
 
 def parse_probe(args: argparse.Namespace) -> Probe:
@@ -136,7 +160,8 @@ def parse_probe(args: argparse.Namespace) -> Probe:
             raise ValueError(BAD_QUERY.format(raw=_redact_raw(raw)))
         query.setdefault(name, []).append(value)
     host = args.host or (headers["host"][0] if "host" in headers else None)
-    return Probe(args.method, args.path, headers, query, host, args.consumer)
+    return Probe(args.method, args.path, headers, query, host, args.consumer,
+                 getattr(args, "data", None), bool(getattr(args, "body_too_large", False)))
 
 
 def _redact_raw(raw: str) -> str:
@@ -214,9 +239,47 @@ def explain(loaded: Loaded, probe: Probe, now: float | None = None) -> Explanati
                            now if now is not None else time.time())
         if app is not None:
             _registrations(app, op, ex)
-    decision = loaded.enforcer.decide(Request(
-        probe.method, probe.path, probe.headers, probe.query, probe.host, service, consumer))
+    req = Request(probe.method, probe.path, probe.headers, probe.query, probe.host, service,
+                  consumer, body=probe.body, body_spilled=probe.body_too_large)
+    decision = loaded.enforcer.decide(req)
+    if decision.status == 400 and decision.message:
+        ex.steps.append(Step("confusion", confusion_reason(loaded.enforcer, req,
+                                                           decision.message), False))
     return _final(ex, decision, route)
+
+
+def confusion_reason(enforcer: Enforcer, req: Request, message: str) -> str:
+    """Why a request is refused as confusing (SPEC §8): the upstream reading that differs."""
+    cat = enforcer.catalog
+    path = normalize_path(req.path)
+    method = req.method
+    if message == t.AMBIGUOUS_PATH:
+        exact = enforcer.match(method, path, host=req.host, service=req.service,
+                               normalized=True)
+        case = cat.case
+        if case is not None and case.needed(path):
+            folded = case.matcher.match(method, path.lower()).operation
+            if folded is not exact or (exact is not None and exact.uid in case.conflicts):
+                return CASE_READING.format(path=path.lower(), folded=_op_text(folded),
+                                           exact=_op_text(exact))
+        decoded = t.percent_decode(path)
+        other = enforcer.match(method, decoded, host=req.host, service=req.service,
+                               normalized=True)
+        return DECODED_READING.format(path=decoded, other=_op_text(other), exact=_op_text(exact))
+    if message == t.BODY_OVERRIDE:
+        kind = body_kind(req.headers.get("content-type"))
+        values = body_overrides(kind, req.body or "", req.headers.get("content-type")) \
+            if kind else []
+        return BODY_READING.format(values=", ".join(sorted(set(values or []))) or "?")
+    if message == t.UNINSPECTED_BODY:
+        methods = cat.matcher.methods(path) - {method}
+        return UNINSPECTED_READING.format(methods=", ".join(sorted(methods)) or "-",
+                                          action=cat.policy.uninspected_body)
+    return READINGS.get(message, "the request cannot be made safe for every upstream reading")
+
+
+def _op_text(op: Operation | None) -> str:
+    return f"operation '{op.id}'" if op is not None else "no operation"
 
 
 def _route_step(route: Route, matched: str | None, path: str) -> Step:

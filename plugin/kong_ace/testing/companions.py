@@ -11,6 +11,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
+from kong_ace.core.catalog import is_uuid
 from kong_ace.testing.pdk import KongPDK
 
 REQUEST_KEY = "kong_ace_request"
@@ -211,7 +212,7 @@ def _admit(pdk: KongPDK, v: dict[str, Any]) -> None:
         pdk.set_upstream(dict(v["set"]))
     ref = v.get("authenticate")
     if ref:
-        consumer = pdk.load_consumer(ref, True)
+        consumer = pdk.load_consumer(ref, not is_uuid(ref))
         if not isinstance(consumer, dict):
             pdk.logs.append(("err", f"ace-guard: consumer '{ref}' is configured but Kong has none"))
             pdk.do_exit(500, dict(UNEXPECTED))

@@ -99,6 +99,13 @@ local function is_admission(v)
     and is_summary(v.summary)
 end
 
+-- kong/tools/uuid.lua is_valid_uuid, as a pattern (any case)
+local UUID = "^%x%x%x%x%x%x%x%x%-%x%x%x%x%-%x%x%x%x%-%x%x%x%x%-%x%x%x%x%x%x%x%x%x%x%x%x$"
+
+local function is_uuid(ref)
+  return string.match(ref, UUID) ~= nil
+end
+
 local function unavailable(reason)
   kong.log.err("ace-guard: ", reason, ": answering ", UNAVAILABLE_STATUS)
   return kong.response.exit(UNAVAILABLE_STATUS, UNAVAILABLE)
@@ -142,8 +149,9 @@ local function admit(v)
     request.set_headers(v.set)
   end
   if v.authenticate then
-    -- kong.client.load_consumer reads through Kong's entity cache: no round trip.
-    local consumer = kong.client.load_consumer(v.authenticate, true)
+    -- kong.client.load_consumer reads through Kong's entity cache: no round trip. A reference
+    -- that is a UUID names the id only (no fall-back to a username), as ACE maps consumers.
+    local consumer = kong.client.load_consumer(v.authenticate, not is_uuid(v.authenticate))
     if type(consumer) ~= "table" then
       -- Like key-auth with a missing anonymous consumer: a configuration fault, a 500.
       kong.log.err("ace-guard: consumer '", v.authenticate, "' is configured but Kong has none")
