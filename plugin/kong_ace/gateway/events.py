@@ -23,6 +23,8 @@ from typing import Any
 
 from greenlet import GreenletExit, getcurrent, greenlet
 
+monotonic = time.monotonic
+
 log = logging.getLogger("kong_ace.gateway.server")
 
 RET = "ret"
@@ -172,11 +174,11 @@ class _Deadlines:
         self.timer: Any = None
         self.period = 1.0
 
-    def watch(self, event: GreenletEvent, waiter: Any) -> None:
-        """``waiter`` waits for ``event``'s handler to reach its next PDK call or its end."""
-        if self.timer is None or event.timeout / 4 < self.period:
-            self._start(event.timeout)
-        self.waiting[event] = (time.monotonic() + event.timeout, waiter)
+    def arm(self, timeout: float) -> None:
+        """Make sure the timer runs, often enough for ``timeout``; then callers add to
+        ``waiting`` (event -> (deadline, the greenlet waiting for its handler))."""
+        if self.timer is None or timeout / 4 < self.period:
+            self._start(timeout)
 
     def _start(self, timeout: float) -> None:
         from gevent import get_hub  # not at import: the server monkey-patches first
@@ -207,6 +209,7 @@ class GreenletEvent(Event):
 
     def start(self) -> Output:
         self._g = _IDLE.pop() if _IDLE else greenlet(_handler_loop)
+        _DEADLINES.arm(self.timeout)
         return self._switch(self)
 
     def resume(self, data: Any, err: Any = None) -> Output:
@@ -219,7 +222,7 @@ class GreenletEvent(Event):
         g = self._g
         g.parent = current
         waiting = _DEADLINES.waiting
-        _DEADLINES.watch(self, current)
+        waiting[self] = (monotonic() + self.timeout, current)
         out: Output | None = None
         try:
             out = g.switch(value)
