@@ -177,8 +177,16 @@ class RedisClusterNodes:
         return [n for n in self.nodes if n.proc is not None and _is_primary(n)]
 
     def flush(self) -> None:
+        """Empty every primary, and wait until every running replica is empty too.
+
+        A server started again after a kill once came back, and was promoted in the next test,
+        holding the counters of the test before (the day's counter at its limit): the next test
+        then saw nothing but 429s. Waiting here makes such a replica an error of the fixture.
+        """
         for n in self.primaries():
             n.client().flushall()
+        wait_for(lambda: all(n.client().dbsize() == 0 for n in self.nodes if n.proc is not None),
+                 "every replica to be empty after FLUSHALL")
 
     def stop(self) -> None:
         for node in self.nodes:
