@@ -256,7 +256,8 @@ class Enforcer:
             if reg.status != "approved":
                 refused = refused or reg.status
                 continue
-            bucket, limits = reg.quota(op)
+            # reg.quota(op) without the call when no operation of it has its own limits.
+            bucket, limits = reg.quota(op) if reg.overrides else (reg.bucket, reg.limits)
             try:
                 result = self.limiter.consume(bucket, limits)
             except StorageUnavailable as exc:
