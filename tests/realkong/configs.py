@@ -35,8 +35,18 @@ def _ace(name: str) -> dict[str, Any]:
         "confusion_keep": lambda: confusion_config(path_with_escaped_slashes_action="keep"),
         "confusion_override_reject": lambda: confusion_config(method_override_action="reject"),
         "confusion_override_follow": lambda: confusion_config(method_override_action="follow"),
+        "ietf_headers": lambda: outcomes_config(rate_limiting={"headers": "both"}),
+        "monitor": lambda: outcomes_config(enforcement="monitor", monitor_header=True),
+        "deprecated": lambda: _deprecated(),
     }
     return builders[name]()  # type: ignore[no-any-return]
+
+
+def _deprecated() -> dict[str, Any]:
+    config = outcomes_config()
+    config["apis"][0].update(deprecated="2026-01-01T00:00:00Z", sunset="2030-01-01T00:00:00Z",
+                             deprecation_link="https://example.com/flights-v2")
+    return config
 
 
 def mobile_id(name: str) -> str:

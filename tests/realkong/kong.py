@@ -34,6 +34,7 @@ SKIP_REASON = (f"no real Kong: set {ENV_VAR} to a folder with env.sh (bash "
                "../shared/realkong/install.sh gives /tmp/realkong) or put `kong` on PATH")
 SOCKET_NAME = "ace.socket"
 START_TIMEOUT = 60.0
+BIND_RETRIES = 3  # kong start attempts when a port chosen free was taken meanwhile
 
 
 @dataclass(frozen=True)
@@ -309,10 +310,7 @@ class KongNode:
         self.server_args = list(server_args or [])
         self.prefix = Path(tempfile.mkdtemp(prefix="kong-ace-realkong-"))
         os.chmod(self.prefix, 0o755)
-        self.proxy_port = free_port()
-        self.admin_port = free_port()
-        self.proxy_url = f"http://127.0.0.1:{self.proxy_port}"
-        self.admin_url = f"http://127.0.0.1:{self.admin_port}"
+        self._pick_ports()
         self.socket = self.prefix / SOCKET_NAME
         self.conf_path = self.prefix / "kong.conf"
         self.yml_path = self.prefix / "kong.yml"
@@ -323,6 +321,12 @@ class KongNode:
         self.started = False
 
     # -- configuration -------------------------------------------------------------------------
+
+    def _pick_ports(self) -> None:
+        self.proxy_port = free_port()
+        self.admin_port = free_port()
+        self.proxy_url = f"http://127.0.0.1:{self.proxy_port}"
+        self.admin_url = f"http://127.0.0.1:{self.admin_port}"
 
     def server_command(self) -> list[str]:
         """The kong-ace-server command line serving this node's socket."""
@@ -379,9 +383,15 @@ class KongNode:
                 stderr=subprocess.STDOUT, start_new_session=True)
             self._wait(lambda: self.socket.exists(), "the supervised server's socket")
         self.started = True
-        done = subprocess.run([self.install.kong, "start", "-c", str(self.conf_path)], env=env,
-                              cwd=self.install.cwd, capture_output=True, text=True,
-                              timeout=START_TIMEOUT, check=False)
+        for _attempt in range(BIND_RETRIES):
+            done = subprocess.run([self.install.kong, "start", "-c", str(self.conf_path)],
+                                  env=env, cwd=self.install.cwd, capture_output=True, text=True,
+                                  timeout=START_TIMEOUT, check=False)
+            if done.returncode == 0 or "bind()" not in done.stderr + self.error_log():
+                break
+            # Another process took a port between free_port() and nginx's bind: new ports.
+            self._pick_ports()
+            self._write()
         if done.returncode != 0:
             log = self.error_log()[-4000:]
             self.stop()
