@@ -110,6 +110,12 @@ def replicas_in_sync(nodes: list[Process]) -> bool:
     return True
 
 
+def wait_empty(nodes: list[Process]) -> None:
+    """Wait until every running server among nodes, replicas included, holds no key."""
+    wait_for(lambda: all(n.client().dbsize() == 0 for n in nodes if n.proc is not None),
+             "every replica to be empty after FLUSHALL")
+
+
 class RedisClusterNodes:
     """A Redis Cluster of 3 primaries, each with one replica (6 redis-server processes)."""
 
@@ -185,8 +191,7 @@ class RedisClusterNodes:
         """
         for n in self.primaries():
             n.client().flushall()
-        wait_for(lambda: all(n.client().dbsize() == 0 for n in self.nodes if n.proc is not None),
-                 "every replica to be empty after FLUSHALL")
+        wait_empty(self.nodes)
 
     def stop(self) -> None:
         for node in self.nodes:
@@ -289,7 +294,9 @@ class RedisSentinelSet:
                 p.start()
 
     def flush(self) -> None:
+        """Empty the primary, and wait until the replica is empty too (as the Cluster's)."""
         self.primary().client().flushall()
+        wait_empty(self.servers)
 
     def stop(self) -> None:
         for p in [*self.sentinels, *self.servers]:
