@@ -8,6 +8,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from kong_ace import observe
 from kong_ace.core import decision as d
+from kong_ace.core import target as t
 from kong_ace.core.decision import Decision, deny
 from kong_ace.core.jwks import JwksError, KeySet
 from kong_ace.gateway import metrics
@@ -21,6 +22,13 @@ def test_every_core_message_has_its_own_reason() -> None:
     assert len(set(REASONS.values())) == len(REASONS)
     assert reason(deny(403, d.REGISTRATION_MESSAGES["revoked"])) == "registration_revoked"
     assert reason(deny(401, d.KEY_REVOKED)) == "revoked"
+
+
+def test_every_request_confusion_refusal_is_named() -> None:
+    messages = [value for name, value in vars(t).items()
+                if name.isupper() and isinstance(value, str) and " " in value]
+    assert t.BODY_OVERRIDE in messages and t.UNINSPECTED_BODY in messages
+    assert [m for m in messages if reason(deny(400, m)) == "other"] == []
 
 
 @pytest.mark.parametrize(("challenge", "expected"), [

@@ -11,7 +11,7 @@ from kong_ace.core.catalog import Catalog, Credential, hash_key
 from kong_ace.core.decision import Decision, deny
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)  # built per request: frozen would cost ~0.6 us more; never mutated
 class Presented:
     """The keys a request presents, and where it carried them."""
 
@@ -78,7 +78,7 @@ def check_keys(catalog: Catalog, keys: tuple[str | bytes, ...], now: float,
     """The active credential of the presented ``keys``, or the 401 that refuses them."""
     if len(keys) > 1 and distinct(keys):
         return deny(401, d.DUPLICATE_KEY, operation_id=operation_id)
-    cred = lookup(catalog, keys[0])
+    cred = catalog.credentials.get(hash_key(keys[0]))  # lookup(), one call fewer per request
     if cred is None:
         return deny(401, d.UNAUTHORIZED, d.KEY_CHALLENGE, operation_id=operation_id)
     if cred.status != "active":

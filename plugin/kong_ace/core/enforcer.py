@@ -86,7 +86,10 @@ class Enforcer:
         s = screen(cat.policy, req, headers)
         if s.refusal is not None:
             return Routed(None, frozenset(), s)
-        m = self._match(s.method, s.path, req.host, req.service, normalized=True)
+        if cat.service_scoped or cat.host_scoped:
+            m = self._match(s.method, s.path, req.host, req.service, normalized=True)
+        else:  # no API is scoped: what _match does, one call and two tests fewer
+            m = cat.matcher.match(s.method, s.path, (), None)
         case = cat.case
         # A case-insensitive router (Express, ASP.NET Core) reads the folded path: only where
         # it may differ.
@@ -253,7 +256,8 @@ class Enforcer:
             if reg.status != "approved":
                 refused = refused or reg.status
                 continue
-            bucket, limits = reg.quota(op)
+            # reg.quota(op) without the call when no operation of it has its own limits.
+            bucket, limits = reg.quota(op) if reg.overrides else (reg.bucket, reg.limits)
             try:
                 result = self.limiter.consume(bucket, limits)
             except StorageUnavailable as exc:
@@ -439,7 +443,9 @@ class Routed(Match):
 
     def __init__(self, operation: Operation | None, allowed: frozenset[str],
                  screened: Screened) -> None:
-        super().__init__(operation, allowed)
+        # Assigned directly: built per request, and super().__init__ costs two calls more.
+        self.operation = operation
+        self.allowed = allowed
         self.screened = screened
 
 

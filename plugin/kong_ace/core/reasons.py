@@ -26,6 +26,8 @@ REASONS: dict[tuple[int, str], str] = {
     (400, t.AMBIGUOUS_PATH): "ambiguous_path",
     (400, t.HOST_MISMATCH): "host_mismatch",
     (400, t.METHOD_OVERRIDE): "method_override",
+    (400, t.BODY_OVERRIDE): "body_method_override",
+    (400, t.UNINSPECTED_BODY): "uninspected_body",
     (400, t.TOO_MANY_HEADERS): "too_many_headers",
     (404, d.NO_OPERATION): "no_operation",
     (405, d.METHOD_NOT_ALLOWED): "method_not_allowed",
