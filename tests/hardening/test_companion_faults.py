@@ -167,8 +167,10 @@ def test_no_refused_request_reaches_the_upstream_in_companion_mode(fault: str,
     print(f"\n{fault} ({mode}): {len(results)} refused-by-ACE requests, {len(leaked)} reached "
           f"the upstream, {len(failed)} hit an RPC failure; statuses {dict(statuses)}")
     # The test would prove nothing if the fault went unnoticed. A SIGTERMed server drains
-    # (SPEC §10 lifecycle): it may answer every event in flight, and then nothing fails.
-    drained = any("every connection let go" in text for text in stopped_logs)
+    # (SPEC §10 lifecycle): it may answer every event in flight, and then nothing fails. Its
+    # log says it stopped, whether every connection let go in time or the drain's bound ended it
+    # with idle connections still open (seen under load; gateway/server.py `_drain`).
+    drained = any("stopping" in text for text in stopped_logs)
     assert failed or (fault != "sigkill_twice" and drained), "the fault was not felt"
     assert all(r.status == 200 for r in after), [(r.status, r.errors) for r in after]
     assert "Traceback" not in log
