@@ -17,6 +17,7 @@ import pytest
 
 from kong_ace.testing import KongRPC, PluginServerProcess
 
+from ..php import php_name
 from ..redis_server import RedisServer, running
 
 SOAK = os.environ.get("KONG_ACE_SOAK", "") not in ("", "0")
@@ -158,23 +159,6 @@ def upstream_readings(path: str) -> dict[str, str]:
     }
 
 
-def php_name(name: str) -> str:
-    """main/php_variables.c php_register_variable_ex: the name PHP gives a decoded argument
-    name ('' when PHP drops it); an array's base name for ``a[...]``."""
-    name = name.lstrip(" ").split("\0", 1)[0]
-    out = []
-    for i, c in enumerate(name):
-        if c in " .":
-            out.append("_")
-        elif c == "[":
-            if i == 0:
-                return ""
-            if "]" in name[i + 1:]:
-                return "".join(out)
-            return "".join(out) + "_" + re.sub(r"[ .\[]", "_", name[i + 1:])
-        else:
-            out.append(c)
-    return "".join(out)
 
 
 def _php_args(raw: str) -> dict[str, list[str]]:

@@ -18,6 +18,7 @@ from urllib.parse import unquote, unquote_plus
 import pytest
 
 from tests.core.confusion_catalog import MAPPED_ID, MOBILE, WEB_KEY, confusion2_config
+from tests.php import php_name
 from tests.realkong.kong import KongNode, Upstream, ace_config, header
 
 FORM = "application/x-www-form-urlencoded"
@@ -41,22 +42,6 @@ MOBILE_CONSUMER = {**MOBILE, "keyauth_credentials": [{"key": "mobile-key"}]}
 
 # --- the upstream's readings ------------------------------------------------------------------
 
-def php_name(name: str) -> str:
-    """main/php_variables.c php_register_variable_ex, for a decoded name ('' = dropped)."""
-    name = name.lstrip(" ").split("\0", 1)[0]
-    out = []
-    for i, c in enumerate(name):
-        if c in " .":
-            out.append("_")
-        elif c == "[":
-            if i == 0:
-                return ""  # an empty base name: PHP drops the argument
-            if "]" in name[i + 1:]:
-                return "".join(out)  # an array: $_GET[base][...]
-            return "".join(out) + "_" + re.sub(r"[ .\[]", "_", name[i + 1:])
-        else:
-            out.append(c)
-    return "".join(out)
 
 
 def php_args(raw: str) -> dict[str, str]:
