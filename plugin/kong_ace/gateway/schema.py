@@ -14,6 +14,11 @@ def _string(**extra: Any) -> Field:
     return {"type": "string", **extra}
 
 
+def _flag(default: bool, description: str) -> Field:
+    """A boolean Kong always fills (required, with its default)."""
+    return {"type": "boolean", "required": True, "default": default, "description": description}
+
+
 def _array(elements: Field, **extra: Any) -> Field:
     return {"type": "array", "elements": elements, **extra}
 
@@ -301,12 +306,10 @@ RATE_LIMITING = _record(
                    "0: in Redis, exact across nodes. > 0 (at least 0.02): local counters "
                    "synchronised with Redis every sync_rate seconds."}),
     ("redis", REDIS),
-    ("fault_tolerant", {"type": "boolean", "required": True, "default": True,
-                        "description": "When Redis is unreachable (sync_rate 0): true admits "
-                        "the request uncounted, false answers 500."}),
-    ("hide_client_headers", {"type": "boolean", "required": True, "default": False,
-                             "description": "Send no rate-limit headers, Retry-After "
-                             "included."}),
+    ("fault_tolerant", _flag(True, "When Redis is unreachable (sync_rate 0): true admits "
+                        "the request uncounted, false answers 500.")),
+    ("hide_client_headers", _flag(False, "Send no rate-limit headers, Retry-After "
+                             "included.")),
     ("window_type", _string(required=True, default="sliding", one_of=["fixed", "sliding"],
                             description="fixed: windows aligned to the clock; sliding: the "
                             "previous window weighted in.")),
@@ -329,14 +332,11 @@ CONFIG_FIELDS: tuple[Field, ...] = (
     {"key_names": _array(_string(), required=True, default=["apikey"], len_min=1,
                          description="Header and query argument names that carry an API key "
                          "(the default strategy).")},
-    {"key_in_header": {"type": "boolean", "required": True, "default": True,
-                       "description": "Look for keys in the headers (the default strategy)."}},
-    {"key_in_query": {"type": "boolean", "required": True, "default": True,
-                      "description": "Look for keys in the query string (the default "
-                      "strategy)."}},
-    {"hide_credentials": {"type": "boolean", "required": True, "default": False,
-                          "description": "Strip the key (header and query argument) before "
-                          "proxying (the default strategy)."}},
+    {"key_in_header": _flag(True, "Look for keys in the headers (the default strategy).")},
+    {"key_in_query": _flag(True, "Look for keys in the query string (the default "
+                      "strategy).")},
+    {"hide_credentials": _flag(False, "Strip the key (header and query argument) before "
+                          "proxying (the default strategy).")},
     {"specs_dir": _string(description="Base directory of relative spec_file paths; default: "
                           "the plugin server's working directory.")},
     {"apis": _array(API, required=True, default=[], description="The registered APIs.")},
@@ -374,19 +374,16 @@ CONFIG_FIELDS: tuple[Field, ...] = (
                     "reject_if_ambiguous answers 400 only where another method has an operation "
                     "at the same path, reject always, allow never.")},
     # Classic mode: kong.log.set_serialize_value("ace", summary), one more PDK call a request.
-    {"log_summary": {"type": "boolean", "required": True, "default": False,
-                     "description": "Classic mode: hand Kong's logging plugins a summary of "
-                     "each decision under ace (one more PDK call).", }},
+    {"log_summary": _flag(False, "Classic mode: hand Kong's logging plugins a summary of "
+                     "each decision under ace (one more PDK call).")},
     # Monitor mode (docs/operations.md).
     {"enforcement": _string(required=True, default="enforce", one_of=["enforce", "monitor"],
                             description=f"{ENFORCEMENT} (top level; apis[] and packages[] "
                             "may override it).")},
-    {"monitor_request_confusion": {"type": "boolean", "required": True, "default": False,
-                                   "description": "Monitor request-confusion refusals (400) "
-                                   "too when enforcement is monitor; off: they stay enforced."}},
-    {"monitor_header": {"type": "boolean", "required": True, "default": False,
-                        "description": "Send X-ACE-Would-Deny: <status> <reason> upstream on a "
-                        "request monitor mode lets through."}},
+    {"monitor_request_confusion": _flag(False, "Monitor request-confusion refusals (400) "
+                                   "too when enforcement is monitor; off: they stay enforced.")},
+    {"monitor_header": _flag(False, "Send X-ACE-Would-Deny: <status> <reason> upstream on a "
+                        "request monitor mode lets through.")},
 )
 
 
