@@ -11,7 +11,15 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from kong_ace.core.matcher import PARAM_SEGMENT, Match, Matcher, Operation, Scope, parse_template
+from kong_ace.core.matcher import (
+    PARAM_SEGMENT,
+    Match,
+    Matcher,
+    Operation,
+    Scope,
+    _Node,
+    parse_template,
+)
 
 
 class CaseConflict(ValueError):
@@ -33,6 +41,12 @@ class CaseReadings:
     # upper-case letter: a lower-case path can read differently only if it contains one.
     upper_segments: frozenset[str] = frozenset()
     upper_parts: tuple[str, ...] = ()
+    # When the folded index is the exact one (every API folds, no literal has a capital, no
+    # conflict): its literal segments, and the pattern literals that hold a letter. A path then
+    # reads differently once folded only where a segment holding a capital is, in lower case,
+    # one of the words or contains one of the literals (see ``needed``). None otherwise.
+    words: frozenset[str] | None = None
+    lettered: tuple[str, ...] = ()
 
     @property
     def always(self) -> bool:
@@ -44,8 +58,22 @@ class CaseReadings:
 
         lower() and == beat islower(), which crawls over 8 KB of '-'.
         """
-        if path.lower() != path:
-            return True
+        low = path.lower()
+        if low != path:
+            # Where both indexes are one trie, a segment with capitals that no literal reads in
+            # lower case is read by the same parameter or pattern either way (ASCII only:
+            # lower() keeps the length; see mirror_words).
+            words = self.words
+            if words is None or not path.isascii():
+                return True
+            changed = [f for s, f in zip(path.split("/"), low.split("/")) if s != f]  # noqa: B905
+            if not words.isdisjoint(changed):
+                return True
+            for part in self.lettered:
+                for folded in changed:
+                    if part in folded:
+                        return True
+            return False
         for part in self.upper_parts:
             if part in path:
                 return True
@@ -88,11 +116,12 @@ def fold_template(template: str) -> str:
 
 
 def compile_case(apis: list[tuple[str, Scope, tuple[Operation, ...]]],
-                 shape: dict[int, str]) -> CaseReadings | None:
+                 shape: dict[int, str], exact: Matcher | None = None) -> CaseReadings | None:
     """Index ``apis`` (path_case, scope, operations) folded; None if all are case-sensitive.
 
     ``shape``: each operation's template with its parameters as ``{}``, for spotting two
-    templates that fold to the same one. Raises CaseConflict for an insensitive API.
+    templates that fold to the same one; ``exact``: the catalog's own index. Raises
+    CaseConflict for an insensitive API.
     """
     matcher = Matcher()
     upper_segments: set[str] = set()
@@ -127,8 +156,44 @@ def compile_case(apis: list[tuple[str, Scope, tuple[Operation, ...]]],
             conflicts.update((op.uid, other.uid))
     if not indexed:
         return None
+    mirror = None
+    if exact is not None and not conflicts and not upper_segments and not upper_parts:
+        mirror = mirror_words(exact._root, matcher._root)
     return CaseReadings(matcher, frozenset(insensitive), frozenset(conflicts),
-                        frozenset(upper_segments), tuple(sorted(upper_parts)))
+                        frozenset(upper_segments), tuple(sorted(upper_parts)),
+                        *(mirror or (None, ())))
+
+
+def mirror_words(exact: _Node, folded: _Node) -> tuple[frozenset[str], tuple[str, ...]] | None:
+    """The literal segments of two identical tries and the pattern literals that hold a
+    letter; None if the tries differ in anything a search reads or a literal has a capital.
+
+    The folded search of a lower-cased ASCII path then takes the exact search's steps except
+    where a segment holding a capital is, in lower case, one of the literal segments (a static
+    child only the folded search takes) or contains a lettered pattern literal (a pattern only
+    it may fill): a pattern literal without letters is found at the same places either way.
+    """
+    words: set[str] = set()
+    lettered: set[str] = set()
+    stack = [(exact, folded)]
+    while stack:
+        a, b = stack.pop()
+        if a.static.keys() != b.static.keys() or len(a.patterns) != len(b.patterns) or (
+                (a.param is None) != (b.param is None)) or a.endpoints != b.endpoints:
+            return None
+        for word, child in a.static.items():
+            if word.lower() != word:
+                return None
+            words.add(word)
+            stack.append((child, b.static[word]))
+        for (pa, ca), (pb, cb) in zip(a.patterns, b.patterns, strict=True):
+            if pa != pb or pa.shape.lower() != pa.shape:
+                return None
+            lettered.update(lit for lit in pa.literals if lit.upper() != lit)
+            stack.append((ca, cb))
+        if a.param is not None:
+            stack.append((a.param, b.param))  # type: ignore[arg-type]
+    return frozenset(words), tuple(sorted(lettered))
 
 
 def _collect_upper(template: str, segments: set[str], parts: set[str]) -> None:

@@ -299,7 +299,7 @@ def compile_catalog(config: Mapping[str, Any], base_dir: Path | None = None) -> 
     enforcement = _choice(config, "enforcement", ENFORCEMENTS, "", ENFORCE)
     monitored_ops = _monitored_operations(enforcement, apis, packages)
     _registration_settings(enforcement, apis, packages, applications, credentials, consumers)
-    case = _compile_case(apis)
+    case = _compile_case(apis, matcher)
     consumer_ids = {ref.lower(): app for ref, app in consumers.items() if is_uuid(ref)}
     consumer_names = {ref: app for ref, app in consumers.items() if not is_uuid(ref)}
     return Catalog(
@@ -405,11 +405,11 @@ def _registration_settings(top: str, apis: Mapping[str, Api], packages: Mapping[
                 consumers[ref] = new
 
 
-def _compile_case(apis: Mapping[str, Api]) -> CaseReadings | None:
+def _compile_case(apis: Mapping[str, Api], matcher: Matcher) -> CaseReadings | None:
     shapes = {op.uid: _shape(op.path) for api in apis.values() for op in api.operations}
     try:
         return compile_case([(a.path_case, a.scope, a.operations) for a in apis.values()],
-                            shapes)
+                            shapes, matcher)
     except CaseConflict as exc:
         raise ConfigError(f"apis[{list(apis).index(exc.api)}].path_case", str(exc)) from None
 

@@ -76,7 +76,7 @@ class Decision:
     Treat it as immutable; it is not frozen because a frozen dataclass costs ~2 us to build.
     """
 
-    # Field order matters: Enforcer._admit builds admitted decisions positionally.
+    # Field order matters: Enforcer._authorize builds admitted decisions positionally.
 
     allowed: bool
     status: int | None = None

@@ -6,6 +6,7 @@ import logging
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import replace
+from hashlib import sha256
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +21,14 @@ from kong_ace.core.matcher import Match, Operation
 from kong_ace.core.normalize import normalize_path
 from kong_ace.core.reasons import reason
 from kong_ace.core.spec import compile_spec, load_spec_file, parse_document
-from kong_ace.core.target import AMBIGUOUS_PATH, UNINSPECTED_BODY, Screened, host_key, screen
+from kong_ace.core.target import (
+    AMBIGUOUS_PATH,
+    UNINSPECTED_BODY,
+    Screened,
+    host_key,
+    plain_path,
+    screen,
+)
 from kong_ace.limits.limiter import RateResult, StorageUnavailable, build_limiter
 
 log = logging.getLogger("kong_ace")
@@ -54,6 +62,12 @@ class Enforcer:
         self._gone = {uid: lc for uid, lc in cat.lifecycles.items() if lc.refuse}
         self._reviewed = cat.monitoring or bool(cat.lifecycles)
         self._keys_by_app: dict[str, list[Any]] | None = None  # decide_as only
+        # The quick path (see _quick) serves configs where a plain request needs no second
+        # look and carries its key in one header; anything else takes the full path.
+        names = cat.key_header_names
+        self._quick_key: str | None = (
+            names[0] if len(names) == 1 and cat.key_in_header and not self._reviewed
+            and not self._gone else None)
 
     @property
     def warnings(self) -> list[str]:
@@ -150,11 +164,60 @@ class Enforcer:
 
         ``routed``: ``self.route(req)`` when the caller already has it, else None.
         """
+        if routed is None and self._quick_key is not None:
+            quick = self._quick(req, self._quick_key)
+            if quick is not None:
+                return quick
         headers = _lower_keys(req.headers)
         m = routed if isinstance(routed, Routed) else self._route(req, headers)
         if self._reviewed:
             return self._review(self._decide(req, headers, m), req, headers, m)
         return self._decide(req, headers, m)
+
+    def _quick(self, req: Request, key_name: str) -> Decision | None:
+        """``decide`` for the usual request in fewer steps; None: take the full path.
+
+        The usual request: plain_path recognises it (screen would find nothing to do), the
+        first leaf the matcher reaches holds its operation, the folded reading cannot differ,
+        no other plugin authenticated it, its operation takes the key strategy and it presents
+        one key in the key header (no key query argument). Every step is the full path's for
+        that shape; tests/core/test_fast_path.py compares the two.
+        """
+        headers = req.headers
+        path = plain_path(req, headers)
+        if path is None or req.consumer is not None:
+            return None
+        cat = self.catalog
+        method = req.method
+        if cat.service_scoped or cat.host_scoped:
+            op = cat.matcher.find(method, path,
+                                  _service_keys(req.service) if cat.service_scoped else (),
+                                  _host(req.host) if cat.host_scoped else None)
+        else:
+            op = cat.matcher.find(method, path)
+        if op is None or op.uid in self._auth_plans:
+            return None
+        case = cat.case
+        if case is not None and case.needed(path):
+            return None
+        if cat.key_in_query and req.query and any(n in req.query for n in cat.key_names):
+            return None
+        value = headers.get(key_name)
+        if type(value) is list:
+            if len(value) != 1:
+                return None
+            value = value[0]
+        if type(value) is not str or not value:  # noqa: E721 - no key, or an odd one
+            return None
+        now = self._clock()
+        # check_keys, inlined for the key that passes (hash_key's digest of a str key).
+        cred = cat.credentials.get(sha256(value.encode("utf-8", "surrogateescape")).hexdigest())
+        if cred is None or cred.status != "active" or (
+                cred.expires_at is not None and cred.expires_at <= now):
+            return check_keys(cat, (value,), now, op.id)  # the 401 that refuses it
+        app = cred.application
+        return self._authorize(op, app, cat.key_header_names if cat.hide_credentials else (),
+                               app.consumer, (), (), None)
 
     def _decide(self, req: Request, headers: Mapping[str, Any], m: Routed) -> Decision:
         cat = self.catalog
@@ -267,9 +330,24 @@ class Enforcer:
                 log.warning("rate-limit store unavailable, admitting: %s", exc)
                 result = RateResult(True)
             if result.allowed:
-                return self._admit(op, app, reg.kind, reg.target, result, clear, consumer,
-                                   hidden_query + strip_query if strip_query else hidden_query,
-                                   upstream_path)
+                # Admitted (what _admit did, inlined: this runs on every admitted request).
+                # A client copy of a header this decision sets is replaced by setting it (nginx
+                # matches names case-insensitively): clearing it too could race the set. Other
+                # spellings go.
+                headers = {} if self.catalog.hide_client_headers else result.headers
+                if strip_query:
+                    hidden_query += strip_query
+                if reg.kind == "package":
+                    target = reg.target
+                    # Positional, in field order: this is built on every admitted request.
+                    return Decision(True, None, None, headers,
+                                    {_H_OP: op.id, _H_APP: app.id, _H_PKG: target},
+                                    _unset(clear, _SET_PKG) if clear else clear, hidden_query,
+                                    op.id, app.id, target, op.api, consumer, upstream_path)
+                return Decision(True, None, None, headers,
+                                {_H_OP: op.id, _H_APP: app.id, _H_API: reg.target},
+                                _unset(clear, _SET_API) if clear else clear, hidden_query,
+                                op.id, app.id, None, reg.target, consumer, upstream_path)
             if limited is None or (result.retry_after or 0) < (limited.retry_after or 0):
                 limited = result
         if limited is not None:
@@ -277,36 +355,6 @@ class Enforcer:
             return deny(429, d.RATE_LIMITED, headers, operation_id=op.id, application_id=app.id)
         message = d.NOT_REGISTERED if refused is None else d.REGISTRATION_MESSAGES[refused]
         return deny(403, message, operation_id=op.id, application_id=app.id)
-
-    def _admit(
-        self,
-        op: Operation,
-        app: Application,
-        kind: str,
-        target: str,
-        result: RateResult,
-        clear: tuple[str, ...],
-        consumer: str | None,
-        clear_query: tuple[str, ...],
-        upstream_path: str | None,
-    ) -> Decision:
-        if kind == "package":
-            upstream = {_H_OP: op.id, _H_APP: app.id, _H_PKG: target}
-            package, api = target, op.api
-            setting = _SET_PKG
-        else:
-            upstream = {_H_OP: op.id, _H_APP: app.id, _H_API: target}
-            package, api = None, target
-            setting = _SET_API
-        # A client copy of a header this decision sets is replaced by setting it (nginx matches
-        # names case-insensitively): clearing it too could race the set. Other spellings go.
-        if clear:
-            clear = _unset(clear, setting)
-        headers = {} if self.catalog.hide_client_headers else result.headers
-        # Positional, in field order: this is built on every admitted request.
-        return Decision(True, None, None, headers, upstream, clear, clear_query, op.id, app.id,
-                        package, api, consumer, upstream_path)
-
 
     def _sunset(self, op: Operation) -> Decision | None:
         lc = self._gone.get(op.uid)

@@ -269,39 +269,61 @@ class Matcher:
         self, method: str, path: str, service: tuple[str, ...] = (), host: str | None = None
     ) -> Match:
         """Match a normalised path (see normalize_path)."""
+        op = self.find(method, path, service, host)
+        if op is not None:
+            return Match(op)
         if not path.startswith("/"):
             return NO_MATCH
         body = path[1:]
         if body.endswith("/"):
             body = body[:-1]
-        segs = body.split("/") if body else []
-        # Fast path: the first leaf the search would reach (static child first, then the first
-        # matching pattern, then the parameter). When it holds the operation, the full search
-        # returns the same one, so only a miss pays for backtracking.
-        node: _Node | None = self._root
-        for seg in segs:
-            assert node is not None
-            child = node.static.get(seg)
-            if child is None and seg:
-                for pat, pnode in node.patterns:
-                    if pat.fullmatch(seg):
-                        child = pnode
-                        break
-                else:
-                    child = node.param
-            node = child
-            if node is None:
-                break
-        if node is not None and node.endpoints is not None:
-            # What the full search does at this leaf; on a miss it goes on backtracking.
-            op = _pick(node.endpoints, method, service, host, set())
-            if op is not None:
-                return Match(op)
         allowed: set[str] = set()
-        op = _walk(self._root, segs, 0, method, service, host, allowed)
+        op = _walk(self._root, body.split("/") if body else [], 0, method, service, host,
+                   allowed)
         if op is not None:
             return Match(op)
         return Match(None, frozenset(allowed)) if allowed else NO_MATCH
+
+    def find(
+        self, method: str, path: str, service: tuple[str, ...] = (), host: str | None = None
+    ) -> Operation | None:
+        """The operation ``match`` finds when the first leaf it reaches holds it, else None.
+
+        The first leaf: static child first, then the first matching pattern, then the
+        parameter. When it holds the operation the full search returns that same one, so
+        None only means "ask ``match``" (a miss, or an operation found by backtracking).
+        """
+        if not path.startswith("/"):
+            return None
+        body = path[1:]
+        if body.endswith("/"):
+            body = body[:-1]
+        node: _Node | None = self._root
+        if body:
+            for seg in body.split("/"):
+                child = node.static.get(seg)  # type: ignore[union-attr]
+                if child is None and seg:
+                    for pat, pnode in node.patterns:  # type: ignore[union-attr]
+                        if pat.fullmatch(seg):
+                            child = pnode
+                            break
+                    else:
+                        child = node.param  # type: ignore[union-attr]
+                node = child
+                if node is None:
+                    return None
+        endpoints = node.endpoints  # type: ignore[union-attr]
+        if endpoints is None:
+            return None
+        # _pick without the allowed methods (only a miss needs them).
+        candidates = endpoints.get(method)
+        if candidates is None and method == "HEAD":
+            candidates = endpoints.get("GET")  # HEAD falls back to GET only without a HEAD
+        if candidates is not None:
+            for scope, op in candidates:
+                if scope.admits(service, host):
+                    return op
+        return None
 
 
 def _walk(

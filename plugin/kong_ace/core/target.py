@@ -196,6 +196,50 @@ def screen(policy: Policy, req: Any, headers: Mapping[str, Any]) -> Screened:
     return s
 
 
+# Every spelling of the header names the screen acts on by name (x-ace-* by prefix besides).
+_NOTED = frozenset(s for n in CONSUMER_HEADERS | OVERRIDE_HEADERS for s in spellings(n))
+
+
+def plain_path(req: Any, headers: Mapping[str, Any]) -> str | None:
+    """The path ``screen`` decides on when it finds nothing to refuse, rewrite or strip.
+
+    None: screen the request (it may have something to do). Recognises only the usual shape,
+    without building a Screened: lower-case header names, none that the screen acts on, a
+    path free of '%', ';', '\\' and '#', no override in the query, no POST body to read, the
+    request-line host (if any) spelled as the Host header. tests/core/test_fast_path.py
+    holds it to screen's answer.
+    """
+    path = req.path
+    if type(path) is not str or "%" in path or ";" in path or "\\" in path or "#" in path:  # noqa: E721
+        return None
+    target = req.target
+    if target is not None and (type(target) is not str or "#" in target):  # noqa: E721
+        return None
+    authority = req.authority
+    if authority is not None and (type(authority) is not str or authority != req.host):  # noqa: E721
+        return None  # equal strings have equal host keys: anything else is screened
+    if req.headers_truncated:
+        return None
+    if not req.normalized and (not path.startswith("/") or "/." in path or "//" in path):
+        return None  # normalize_path would change it (without '%' it changes nothing else)
+    # One string for the name checks: they run in C. A name holding '\n' only makes a check
+    # see more than there is (then the screen looks).
+    try:
+        names = "\n".join(headers)
+    except TypeError:  # a name that is not a str
+        return None
+    if names.lower() != names:  # a name with a capital: lowered (and merged) first
+        return None
+    if "x-ace" in names or "x_ace" in names or not _NOTED.isdisjoint(headers):
+        return None
+    query = req.query
+    if query and (type(query) is not dict or override_names(query)):  # noqa: E721
+        return None
+    if req.method == "POST" and body_kind(headers.get("content-type")) is not None:
+        return None
+    return path
+
+
 def _body_overrides(policy: Policy, s: Screened, req: Any, kind: str,
                     headers: Mapping[str, Any]) -> list[str]:
     # The values a POST body gives `_method` that name another method.
