@@ -50,6 +50,8 @@ def one_round(versions: dict[str, str | None]) -> dict[str, dict[str, float]]:
         for name in CATALOGS:
             r = run("bench_core.py", ["--one", name], path)
             figures[version][f"decide: {name}"] = r["decide_us"]
+            if "new_path_us" in r:  # (older checkouts' bench_core: run with this one's anyway)
+                figures[version][f"decide, new paths: {name}"] = r["new_path_us"]
         for name, _size, us, _status in run("bench_confusion.py", ["--json"], path):
             figures[version][f"confusion: {name}"] = us
     return figures

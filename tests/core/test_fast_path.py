@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 
 from kong_ace import Enforcer, Request, hash_key
-from kong_ace.core.enforcer import _lower_keys
+from kong_ace.core.enforcer import ROUTE_PATH_MAX, ROUTES_MAX, _lower_keys
 from kong_ace.core.target import Screened, plain_path, screen
 from tests.conftest import PARTNER_KEY, example_config
 from tests.conftest import WEB_KEY as EXAMPLE_KEY
@@ -47,7 +47,18 @@ MIRROR = {"apis": [{"name": "m", "operations": [
         {"id": "pending-app", "credentials": [{"key_hash": "sha256:" + hash_key(PENDING)}],
          "registrations": [{"package": "all", "status": "pending"}]}]}
 
+# One path, two services: the scope decides the operation.
+SERVICES = {"apis": [
+    {"name": "one", "base_path": "/s", "service": "one",
+     "operations": [{"method": "GET", "path": "/x", "operation_id": "oneX"}]},
+    {"name": "two", "base_path": "/s", "service": "two",
+     "operations": [{"method": "GET", "path": "/x", "operation_id": "twoX"}]}],
+    "packages": [{"name": "p", "operations": [{"api": "one"}]}],
+    "applications": [{"id": "web-app", "credentials": [{"key_hash": "sha256:" + hash_key(WEB_KEY)}],
+                      "registrations": [{"package": "p", "status": "approved"}]}]}
+
 CATALOGS: dict[str, Callable[[], dict[str, Any]]] = {
+    "services": lambda: SERVICES,
     "example": example_config,
     "example hide_credentials": lambda: {**example_config(), "hide_credentials": True},
     "example no key_in_query": lambda: {**example_config(), "key_in_query": False},
@@ -58,6 +69,8 @@ CATALOGS: dict[str, Callable[[], dict[str, Any]]] = {
     "confusion2 files sensitive": lambda: confusion2_config(path_case={"files": "sensitive"}),
     "confusion2 monitor": lambda: confusion2_config(enforcement="monitor"),
     "mirror": lambda: MIRROR,
+    "mirror insensitive": lambda: {**MIRROR, "apis": [{**MIRROR["apis"][0],
+                                                       "path_case": "insensitive"}]},
     "mirror open": lambda: {**MIRROR, "apis": [{**MIRROR["apis"][0], "auth_strategy": "none"}]},
     "mirror tight limits": lambda: {**MIRROR, "packages": [
         {"name": "all", "operations": [{"api": "m"}],
@@ -78,7 +91,7 @@ PATHS = [
     "/flights/v1/airports/LHR", "/bookings/v2/bookings/7", "/bookings/v2/bookings/7/tickets/T.pdf",
     "/bookings/v2/bookings/7/tickets/T.PDF", "/users/7", "/users/Export", "/users/EXPORT",
     "/Users/7", "/files/A.json", "/files/A.JSON", "/files/README", "/days/2024-01",
-    "/days/X-Y", "/days/XY", "/a/b/c", "/a/B/c", "/a/B/d", "/A/b/c", "/unknown/Path",
+    "/days/X-Y", "/days/XY", "/a/b/c", "/a/B/c", "/a/B/d", "/A/b/c", "/unknown/Path", "/s/x",
 ]
 METHODS = ["GET", "HEAD", "DELETE", "POST", "get"]
 
@@ -91,6 +104,9 @@ def envelopes(key: str) -> Iterator[dict[str, Any]]:
     yield {"headers": {"host": [host], "x-forwarded-for": ["10.0.0.1"], "apikey": [key]},
            "host": host, "authority": host}
     yield {"headers": {"apikey": key}, "normalized": True}
+    yield {"headers": {"apikey": key}, "host": "ADMIN.example."}  # another scope, same path
+    yield {"headers": {"apikey": key}, "service": {"id": "s1", "name": "one"}}
+    yield {"headers": {"apikey": key}, "service": "two"}
     yield {"headers": {}}
     yield {"headers": {"apikey": "wrong-key"}}
     yield {"headers": {"apikey": [key, key]}}
@@ -185,20 +201,21 @@ def test_every_path_and_method_decides_alike(name: str) -> None:
         assert name.endswith("monitor") and served == [0, 0]
     elif "open" in name:  # every operation takes another strategy than the key
         assert served[0] == 0 and served[1] > 0
-    else:
+    elif name != "services":  # (its operations need a service: see the next test)
         assert served[0] >= 20, served  # the quick path did serve
 
 
 @pytest.mark.parametrize("name", list(CATALOGS))
 def test_every_request_shape_decides_alike(name: str) -> None:
-    quick, full, _ = pair(name)
+    quick, full, served = pair(name)
     key = EXAMPLE_KEY if name.startswith("example") else WEB_KEY
     paths = ["/files/users/7", "/files/users/Export", "/flights/v1/flights/BA1",
              "/files/items/7", "/svc/data", "/users/Export", "/files/A.json", "/users/7",
-             "/days/2024-01"]
+             "/days/2024-01", "/s/x"]
     same_decisions(quick, full, (
         (lambda m=m, p=p, e=e: request(m, p, e))
         for e, p, m in itertools.product(envelopes(key), paths, ["GET", "POST"])))
+    assert served[0] > 0 or name.endswith(("monitor", "open"))
 
 
 def test_the_plain_request_takes_the_quick_path() -> None:
@@ -242,3 +259,20 @@ def test_no_fold_needed_means_the_folded_match_agrees(name: str, host: str | Non
         assert case.resolve(exact, folded) is exact, (method, path)
     if case.words is not None:
         assert skipped > 5  # paths with capitals did skip the second match
+
+
+def test_the_route_cache_keeps_scopes_apart_and_stays_bounded() -> None:
+    e = Enforcer(confusion_config())
+    key = {"apikey": WEB_KEY}
+    public = e.decide(Request("GET", "/svc/data", headers=key, host="public.example"))
+    admin = e.decide(Request("GET", "/svc/data", headers=key, host="admin.example"))
+    assert public.operation_id == "publicData" and public.allowed
+    assert (admin.operation_id, admin.status) == ("adminData", 403)  # in no package
+    assert len(e._routes) == 2
+    for i in range(ROUTES_MAX + 10):
+        assert e.decide(Request("GET", f"/files/users/{i}", headers=key)).allowed
+    assert 0 < len(e._routes) <= ROUTES_MAX
+    long = "/files/users/" + "7" * ROUTE_PATH_MAX
+    assert e.decide(Request("GET", long, headers=key)).allowed
+    assert ("GET", long, (), "") not in e._routes and all(len(r[1]) <= ROUTE_PATH_MAX
+                                                         for r in e._routes)

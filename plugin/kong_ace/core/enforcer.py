@@ -64,6 +64,10 @@ class Enforcer:
         self._keys_by_app: dict[str, list[Any]] | None = None  # decide_as only
         # The quick path (see _quick) serves configs where a plain request needs no second
         # look and carries its key in one header; anything else takes the full path.
+        # Routes the quick path took or declined (see _quick), as Kong's router caches its
+        # matches: kong/router/traditional.lua keys an LRU of DEFAULT_MATCH_LRUCACHE_SIZE
+        # (5000, kong/router/utils.lua) by method, URI and host.
+        self._routes: dict[tuple[Any, ...], Operation | None] = {}
         names = cat.key_header_names
         self._quick_key: str | None = (
             names[0] if len(names) == 1 and cat.key_in_header and not self._reviewed
@@ -177,11 +181,12 @@ class Enforcer:
     def _quick(self, req: Request, key_name: str) -> Decision | None:
         """``decide`` for the usual request in fewer steps; None: take the full path.
 
-        The usual request: plain_path recognises it (screen would find nothing to do), the
-        first leaf the matcher reaches holds its operation, the folded reading cannot differ,
-        no other plugin authenticated it, its operation takes the key strategy and it presents
-        one key in the key header (no key query argument). Every step is the full path's for
-        that shape; tests/core/test_fast_path.py compares the two.
+        The usual request: plain_path recognises it (screen would find nothing to do), it
+        reaches an operation, the folded reading cannot differ, no other plugin authenticated
+        it, its operation takes the key strategy and it presents one key in the key header (no
+        key query argument). Every step is the full path's for that shape;
+        tests/core/test_fast_path.py compares the two. The route's answer is cached (bounded):
+        it depends on the method, the path and the scope keys only.
         """
         headers = req.headers
         path = plain_path(req, headers)
@@ -190,15 +195,28 @@ class Enforcer:
         cat = self.catalog
         method = req.method
         if cat.service_scoped or cat.host_scoped:
-            op = cat.matcher.find(method, path,
-                                  _service_keys(req.service) if cat.service_scoped else (),
-                                  _host(req.host) if cat.host_scoped else None)
+            service = _service_keys(req.service) if cat.service_scoped else ()
+            host = _host(req.host) if cat.host_scoped else None
+            route: tuple[Any, ...] = (method, path, service, host)
         else:
-            op = cat.matcher.find(method, path)
-        if op is None or op.uid in self._auth_plans:
-            return None
-        case = cat.case
-        if case is not None and case.needed(path):
+            service, host = (), None
+            route = (method, path)
+        # What the matcher, the fold check and the strategy say depends on the route alone.
+        routes = self._routes
+        op = routes.get(route, _UNSEEN)
+        if op is _UNSEEN:
+            m = cat.matcher.match(method, path, service, host)
+            op = m.operation
+            case = cat.case
+            if op is not None and (op.uid in self._auth_plans or (
+                    case is not None and case.needed(path)
+                    and self._folded(case, method, path, req, m) is not m)):
+                op = None  # another strategy, or the folded reading does not simply agree
+            if len(path) <= ROUTE_PATH_MAX:
+                if len(routes) >= ROUTES_MAX:
+                    routes.clear()  # bounded: a stream of new paths only refills it
+                routes[route] = op
+        if op is None:
             return None
         if cat.key_in_query and req.query and any(n in req.query for n in cat.key_names):
             return None
@@ -475,6 +493,12 @@ class Enforcer:
         return Decision(True, None, None, {}, upstream, clear, query, dec.operation_id,
                         dec.application_id, None, None, None, s.upstream_path, dec)
 
+
+# The quick path's route cache: entries, and the longest path it keeps (memory stays bounded:
+# at most ROUTES_MAX * ROUTE_PATH_MAX characters of paths).
+ROUTES_MAX = 5000
+ROUTE_PATH_MAX = 512
+_UNSEEN: Any = object()
 
 # Denials a registration answers for: its quota, its status, the store behind its quota.
 _REGISTRATION_STATUSES = frozenset({403, 429, 500})
