@@ -4,6 +4,10 @@
 get_ctx call, the first Step with the no-op's set_ctx verdict, the second with "ret" - the
 floor of the two-PDK-call design for bench_realkong.py (no events, no greenlet per event, no
 error handling: a benchmark's yardstick, never a server).
+
+``python bare_server.py SOCKET N``: per event, N PDK calls that do nothing in Kong
+(``kong.nginx.get_ctx`` of a key nobody sets, answered nil), then "ret": N + 1 messages, for
+the cost of one message (bench_realkong.py's ``rpc`` section).
 """
 
 from gevent import monkey
@@ -23,8 +27,10 @@ from kong_ace.testing.noop import VERDICT  # noqa: E402
 
 GET = {"Method": "kong.nginx.get_ctx", "Args": ["kong_ace_request"]}
 SET = {"Method": "kong.nginx.set_ctx", "Args": ["kong_ace_verdict", VERDICT]}
+NOTHING = {"Method": "kong.nginx.get_ctx", "Args": ["kong_ace_bench_nothing"]}
 state: dict[int, int] = {}
 ids = itertools.count(1)
+CALLS: int | None = None  # None: the companion-mode exchange; else that many empty calls
 
 
 def handle(conn: Any, _: Any) -> None:
@@ -42,6 +48,19 @@ def handle(conn: Any, _: Any) -> None:
         for _, mid, method, args in up:
             if method == "plugin.StartInstance":
                 res = {"Name": "ace", "Id": 1, "Config": {}, "StartTime": 0}
+            elif CALLS is not None:
+                if method == "plugin.HandleEvent":
+                    eid = next(ids)
+                    state[eid] = CALLS
+                else:
+                    eid = args[0]["EventId"]
+                left = state[eid]
+                if left:
+                    state[eid] = left - 1
+                    res = {"Data": NOTHING, "EventId": eid}
+                else:
+                    del state[eid]
+                    res = {"Data": "ret", "EventId": eid}
             elif method == "plugin.HandleEvent":
                 eid = next(ids)
                 state[eid] = 0
@@ -58,8 +77,11 @@ def handle(conn: Any, _: Any) -> None:
 
 
 def main() -> None:
-    """Listen on the socket path given as the only argument."""
+    """Listen on the socket path given as the first argument."""
+    global CALLS
     path = sys.argv[1]
+    if len(sys.argv) > 2:
+        CALLS = int(sys.argv[2])
     if os.path.exists(path):
         os.remove(path)
     listener = socket.socket(socket.AF_UNIX)

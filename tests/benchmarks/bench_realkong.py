@@ -11,7 +11,9 @@ the plugin server before and after, divided by the requests served; medians over
 
 Sections: ``main`` (1 nginx worker: floor, Lua stack, no-op and ace in both modes), ``workers2``
 (the same with 2 workers), ``redis`` (ace with ``sync_rate: 0`` beside rate-limiting with
-``policy: redis``, against a redis-server of our own on a free port). Not part of pytest:
+``policy: redis``, against a redis-server of our own on a free port), and on request ``rpc``
+(a bare server making 0-3 PDK calls that do nothing: what one plugin-server message costs,
+whatever the plugin does). Not part of pytest:
 targets are printed next to the figures, never asserted.
 """
 
@@ -49,6 +51,7 @@ BIG = 10**9
 NOOP_PLUGIN = "kong_ace.testing.noop"
 LUA = "key-auth+acl+rate-limiting"
 BARE = "bare RPC server, companion mode (3 messages, no plugin)"
+RPC = "bare RPC server, "
 TARGETS = {"ace/Lua companion": 1.0, "ace/Lua classic": 1.6, "ace-noop companion µs": 20.0}
 
 
@@ -120,12 +123,20 @@ def ace_node(config: dict[str, Any], *, mode: str, plugin: str | None = None,
 
 
 class BareNode(KongNode):
-    """A Kong whose plugin server is bare_server.py: the floor of the two-PDK-call design."""
+    """A Kong whose plugin server is bare_server.py: the floor of the two-PDK-call design.
+
+    ``calls``: instead, that many PDK calls that do nothing (bare_server.py's second argument).
+    """
 
     SCRIPT = str(Path(__file__).with_name("bare_server.py"))
 
+    def __init__(self, *args: Any, calls: int | None = None, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.calls = calls
+
     def server_command(self) -> list[str]:
-        return [str(VENV / "python"), self.SCRIPT, str(self.socket)]
+        extra = [] if self.calls is None else [str(self.calls)]
+        return [str(VENV / "python"), self.SCRIPT, str(self.socket), *extra]
 
     def server_pids(self) -> list[int]:
         mark = str(self.socket)
@@ -163,6 +174,37 @@ def make_variants(workers: int, old: Path | None, ref: str) -> list[Variant]:
                                  node({}, NOOP_PLUGIN, mode, code)))
             found.append(Variant(f"ace, {mode} mode{suffix}", node(ace_config(), None, mode, code)))
     return found
+
+
+def rpc_variants() -> list[Variant]:
+    """The floor, then the bare server making 0-3 empty PDK calls (1-4 messages), no companions:
+    what one plugin-server message costs Kong and the server, whatever the plugin does."""
+    def bare(calls: int) -> Callable[[], KongNode]:
+        return lambda: BareNode(
+            _declarative([{"name": "ace", "config": {}}]), mode="classic", calls=calls,
+            conf={"pluginserver_ace_query_cmd": f"{VENV}/kong-ace-server --dump --plugin "
+                                                f"{NOOP_PLUGIN}"})
+
+    return [Variant("floor (request-termination only)",
+                    lambda: KongNode(_declarative([]), mode="classic", server="none")),
+            Variant(LUA, lambda: KongNode(lua_stack(), mode="classic", server="none")),
+            *(Variant(f"{RPC}{n + 1} message{'s' if n else ''} ({n} PDK calls)", bare(n))
+              for n in range(4))]
+
+
+def print_slope(variants: list[Variant]) -> None:
+    """The least-squares cost of one more message, Kong's and the server's (medians)."""
+    points = [(i + 1, v) for i, v in enumerate(v for v in variants if v.name.startswith(RPC))]
+    xs = [x for x, _ in points]
+    mean_x = statistics.mean(xs)
+    for key in ("kong", "server", "total"):
+        ys = [v.median(key) for _, v in points]
+        slope = (sum((x - mean_x) * (y - statistics.mean(ys)) for x, y in zip(xs, ys, strict=True))
+                 / sum((x - mean_x) ** 2 for x in xs))
+        print(f"- one more message, {key}: {slope:+.0f} µs/req")
+    floor = next(v for v in variants if v.name.startswith("floor"))
+    lua = next(v for v in variants if v.name == LUA)
+    print(f"- Lua stack above the floor: {lua.median('total') - floor.median('total'):.0f} µs/req")
 
 
 # --- measuring --------------------------------------------------------------------------------
@@ -308,7 +350,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--rounds", type=int, default=5)
     p.add_argument("--seconds", type=int, default=3)
     p.add_argument("--sections", default="main,workers2,redis",
-                   help="comma-separated: main, workers2, redis (default: all)")
+                   help="comma-separated: main, workers2, redis, rpc (the cost of one message; "
+                        "default: all but rpc)")
     p.add_argument("--compare", metavar="REF", default="",
                    help="also run the Python variants with the plugin/ folder of git REF "
                         "(before/after of a change in one run)")
@@ -380,6 +423,14 @@ def _run(args: argparse.Namespace, stack: ExitStack) -> int:
                         args.rounds, args.seconds,
                         [r for r in ratios_for if r[1] in names and r[2].removesuffix(" µs")
                          in names])
+    if "rpc" in sections:
+        with ExitStack() as nodes:
+            chosen = rpc_variants()
+            for v in chosen:
+                v.start(nodes)
+            run_section("Plugin-server messages (1 nginx worker, no companions)", chosen,
+                        args.rounds, args.seconds, [])
+            print_slope(chosen)
     if "redis" in sections:
         with ExitStack() as stack:
             workdir = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="i21-redis-")))
