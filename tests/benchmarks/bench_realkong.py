@@ -176,6 +176,44 @@ def make_variants(workers: int, old: Path | None, ref: str) -> list[Variant]:
     return found
 
 
+ONETRIP = Path(__file__).with_name("onetrip")
+ONETRIP_NAME = "one round trip, own cosocket + cjson (proposed design's floor)"
+
+
+class OneTripNode(KongNode):
+    """Kong with bench-onetrip and onetrip/server.py: the floor of the one-round-trip design."""
+
+    def __init__(self, workers: int = 1) -> None:
+        self.trip_socket = ""
+        super().__init__(_declarative([]), mode="classic", workers=workers, server="none")
+        self.trip_socket = str(self.prefix / "onetrip.sock")
+        self.declarative["plugins"].insert(0, {"name": "bench-onetrip",
+                                               "config": {"socket": self.trip_socket}})
+        self.extra_conf.update(plugins="bundled,bench-onetrip",
+                               lua_package_path=f"{ONETRIP}/?.lua;;")
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> KongNode:
+        self.proc = subprocess.Popen([str(VENV / "python"), str(ONETRIP / "server.py"),
+                                      self.trip_socket], stdout=subprocess.DEVNULL,
+                                     stderr=subprocess.DEVNULL)
+        deadline = time.monotonic() + 30
+        while not Path(self.trip_socket).exists():
+            if time.monotonic() > deadline:
+                raise RuntimeError("onetrip/server.py did not listen")
+            time.sleep(0.05)
+        return super().start()
+
+    def server_pids(self) -> list[int]:
+        return [self.proc.pid] if self.proc and self.proc.poll() is None else []
+
+    def stop(self) -> None:
+        super().stop()
+        if self.proc and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+
+
 def rpc_variants() -> list[Variant]:
     """The floor, then the bare server making 0-3 empty PDK calls (1-4 messages), no companions:
     what one plugin-server message costs Kong and the server, whatever the plugin does."""
@@ -189,7 +227,12 @@ def rpc_variants() -> list[Variant]:
                     lambda: KongNode(_declarative([]), mode="classic", server="none")),
             Variant(LUA, lambda: KongNode(lua_stack(), mode="classic", server="none")),
             *(Variant(f"{RPC}{n + 1} message{'s' if n else ''} ({n} PDK calls)", bare(n))
-              for n in range(4))]
+              for n in range(4)),
+            Variant(BARE, lambda: BareNode(
+                _declarative([{"name": "ace", "config": {}}]), mode="companion",
+                conf={"pluginserver_ace_query_cmd": f"{VENV}/kong-ace-server --dump --plugin "
+                                                    f"{NOOP_PLUGIN}"})),
+            Variant(ONETRIP_NAME, OneTripNode)]
 
 
 def print_slope(variants: list[Variant]) -> None:
