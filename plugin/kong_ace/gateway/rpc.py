@@ -22,7 +22,7 @@ import msgpack
 from greenlet import greenlet
 
 from kong_ace.gateway.drain import Connections, Tracked
-from kong_ace.gateway.events import DEFAULT_TIMEOUT, ERROR_EXIT, Event, GreenletEvent, Output
+from kong_ace.gateway.events import DEFAULT_TIMEOUT, ERROR_EXIT, Event, GreenletEvent
 
 log = logging.getLogger("kong_ace.gateway.server")
 
@@ -263,7 +263,10 @@ class PluginServer:
             return {"Data": ERROR_EXIT, "EventId": eid}
         event = self.event_type(eid, getattr(inst.plugin, phase), self.event_timeout)
         self.events[eid] = event
-        return self._reply(event, event.start())
+        done, data = event.start()
+        if done:
+            self.events.pop(eid, None)
+        return {"Data": data, "EventId": eid}
 
     def step(self, data: dict[str, Any], err: Any = None) -> dict[str, Any]:
         """plugin.Step* {EventId, Data}: the result of the pending PDK call."""
@@ -281,7 +284,10 @@ class PluginServer:
                                "server process")
             log.error("step for unknown event %r; answering 500", eid)
             return {"Data": ERROR_EXIT, "EventId": eid}
-        return self._reply(event, event.resume(data.get("Data"), err))
+        done, out = event.resume(data.get("Data"), err)
+        if done:
+            self.events.pop(eid, None)
+        return {"Data": out, "EventId": eid}
 
     def step_error(self, data: dict[str, Any]) -> dict[str, Any]:
         """plugin.StepError: Kong 3.x never sends it, older Kongs did."""
@@ -293,12 +299,6 @@ class PluginServer:
         if event is not None:
             event.cancel()
         return {"Data": ERROR_EXIT, "EventId": eid}
-
-    def _reply(self, event: Event, out: Output) -> dict[str, Any]:
-        done, data = out
-        if done:
-            self.events.pop(event.id, None)
-        return {"Data": data, "EventId": event.id}
 
     def _prune(self) -> None:
         limit = time.monotonic() - EVENT_TTL
@@ -373,10 +373,10 @@ class Connection:
         if self.connections is not None:
             self.connections.add(tracked)
         answer = self.answer
-        fed = 0  # bytes fed to the unpacker
-        done = 0  # the unpacker's offset after the last whole message
-        kept = b""  # the bytes fed since offset ``base`` (where no message was partly read)
-        base = 0
+        fed = done = base = self.unpacker.tell()  # offsets in the unpacker's stream:
+        # fed: bytes fed to it; done: after the last whole message; base: where ``kept``
+        # starts, the bytes fed since a point where no message was partly read
+        kept = b""
         try:
             while True:
                 chunk = recv(65536)
@@ -396,6 +396,10 @@ class Connection:
                         for msg in unpacker:
                             send(answer(msg))  # busy: no poke can come between
                             done = unpacker.tell()
+                            if done == fed:
+                                # All read: asking for more would raise (and the unpacker
+                                # build a traceback) each time, ~3k instructions a message.
+                                break
                     except UnicodeDecodeError:
                         # Not UTF-8: decode this message and the rest with surrogateescape.
                         kept = kept[done - base:]
