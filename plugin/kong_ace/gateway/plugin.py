@@ -34,7 +34,8 @@ from kong_ace.core.matcher import Match
 from kong_ace.core.normalize import normalize_path
 from kong_ace.core.target import ANONYMOUS_HEADER, ESCAPED_SLASH
 from kong_ace.errors import ConfigError
-from kong_ace.gateway import companion, metrics, rejected, summary
+from kong_ace.gateway import metrics, rejected, summary
+from kong_ace.gateway.companion import REQUEST_KEY, VERDICT_KEY, request_from, verdict_for
 from kong_ace.gateway.compiled import CACHE, Compiled, plugin_id
 from kong_ace.gateway.events import current_event
 from kong_ace.gateway.request_line import kong_escape, parse_query, parse_request, strip_query
@@ -123,6 +124,10 @@ def config_status() -> dict[str, Any]:
             "Stores": metrics.STORES.status(),
             "IdPs": metrics.IDPS.status(),
             "Metrics": None if recorder is None else {"Applications": recorder.applications}}
+
+
+perf_counter = time.perf_counter
+_new_tuple = tuple.__new__
 
 
 class Outcome(NamedTuple):
@@ -223,7 +228,9 @@ class Plugin:
         compiled = self.compiled
         if compiled is None:
             raise RuntimeError("instance closed")
-        ctx = _v(kong.nginx.get_ctx(companion.REQUEST_KEY))
+        ctx = kong.nginx.get_ctx(REQUEST_KEY)
+        if type(ctx) is tuple:  # _v() only where it can matter: a call less per request
+            ctx = _v(ctx)
         if ctx is not None:  # ace-context ran; anything but its table is an error (a 500)
             return self._companion(kong, compiled, ctx)
         if compiled.enforcer.catalog.companions_required:
@@ -249,13 +256,16 @@ class Plugin:
     @staticmethod
     def _companion(kong: Any, c: Compiled, ctx: Any) -> Outcome:
         # The one write: ace-guard applies the verdict, or answers 503 if it never arrives.
-        req = companion.request_from(ctx)
-        start = time.perf_counter()
+        req = request_from(ctx)
+        start = perf_counter()
         d = c.enforcer.decide(req)
-        seconds = time.perf_counter() - start
-        verdict = companion.verdict_for(d, req.target or "", c.anonymous, req.path)
-        _v(kong.nginx.set_ctx(companion.VERDICT_KEY, verdict))
-        return Outcome(d, seconds, False)
+        seconds = perf_counter() - start
+        done = kong.nginx.set_ctx(VERDICT_KEY, verdict_for(d, req.target or "", c.anonymous,
+                                                           req.path))
+        if type(done) is tuple:
+            _v(done)
+        # tuple.__new__: Outcome's own __new__ is a Python frame, this is one request's.
+        return _new_tuple(Outcome, (d, seconds, False))
 
     @staticmethod
     def _read(kong: Any, c: Compiled) -> tuple[Request, str, Match | None]:
