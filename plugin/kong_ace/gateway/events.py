@@ -88,6 +88,9 @@ def current_event() -> Event | None:
 class Event:
     """One phase of one request; subclasses decide how the handler is suspended."""
 
+    # Slots: one event per request, its attributes read at every switch.
+    __slots__ = ("id", "handler", "timeout", "created", "exit_call", "calls")
+
     def __init__(self, eid: int, handler: Handler, timeout: float = DEFAULT_TIMEOUT) -> None:
         self.id = eid
         self.handler = handler
@@ -152,9 +155,9 @@ MAX_IDLE = 256
 def _handler_loop(event: GreenletEvent) -> Output:
     # Runs events one after another: each event's end goes back to whoever resumed it last,
     # and the next event arrives as the value of that switch.
+    me = getcurrent()
     while True:
         out = event._run()
-        me = getcurrent()
         if len(_IDLE) >= MAX_IDLE:
             return out  # the greenlet ends: its parent's switch() returns out
         _IDLE.append(me)
@@ -208,8 +211,10 @@ class GreenletEvent(Event):
     """Handler in a raw greenlet; every switch returns to whoever resumed it.
 
     This runs three times per request (HandleEvent and two Steps in companion mode): the
-    switch is written out in start() and resume() rather than shared, a frame less each.
+    switch is written out in resume() rather than shared, a frame less for each Step.
     """
+
+    __slots__ = ("_g", "waiter", "deadline")
 
     def __init__(self, eid: int, handler: Handler, timeout: float = DEFAULT_TIMEOUT) -> None:
         # Event.__init__ written out: one call less per request.
@@ -232,7 +237,25 @@ class GreenletEvent(Event):
         return self._switch(self)
 
     def resume(self, data: Any, err: Any = None) -> Output:
-        return self._switch((data, err))
+        # _switch((data, err)) written out.
+        current = getcurrent()
+        g = self._g
+        if g is None:
+            return True, ERROR_EXIT
+        g.parent = current
+        self.deadline = monotonic() + self.timeout
+        self.waiter = current
+        try:
+            out = g.switch((data, err))
+        except EventTimeout:
+            out = None
+        self.waiter = None
+        if out is None:
+            return self._timed_out()
+        if out[0]:
+            self._g = None
+            _LIVE.pop(self, None)
+        return out  # type: ignore[no-any-return]
 
     def _switch(self, value: Any) -> Output:
         # Kong may send the next Step on another connection (another greenlet): make that one
@@ -250,13 +273,16 @@ class GreenletEvent(Event):
             out = None
         self.waiter = None
         if out is None:
-            log.error("event %d: handler silent for %gs; answering 500", self.id, self.timeout)
-            self.cancel()
-            return True, ERROR_EXIT
+            return self._timed_out()
         if out[0]:
             self._g = None  # back in _IDLE, or ended: no longer this event's
             _LIVE.pop(self, None)
         return out
+
+    def _timed_out(self) -> Output:
+        log.error("event %d: handler silent for %gs; answering 500", self.id, self.timeout)
+        self.cancel()
+        return True, ERROR_EXIT
 
     def pdk(self, method: str, args: tuple[Any, ...]) -> Any:
         """Event.pdk with the suspension written out (the hot path of every PDK call)."""
@@ -288,6 +314,8 @@ class GreenletEvent(Event):
 
 class ThreadEvent(Event):
     """Handler in its own OS thread, talking through two queues (kong-pdk's model)."""
+
+    __slots__ = ("_to_handler", "_to_kong")
 
     def __init__(self, eid: int, handler: Handler, timeout: float = DEFAULT_TIMEOUT) -> None:
         super().__init__(eid, handler, timeout)
