@@ -85,11 +85,37 @@ def current_event() -> Event | None:
     return _RUNNING.get(getcurrent())
 
 
+def last_call(call: Any, *args: Any) -> Any:
+    """Make the PDK call ``call(*args)`` as the handler's last one (see Event).
+
+    Returns None at once on this server; elsewhere (kong-pdk's server, whose PDK is not
+    ours) it is the plain call. A PDK call after it fails the handler: a 500.
+    """
+    if type(call) is _Node:
+        event = _RUNNING.get(getcurrent())
+        if event is not None:
+            return event.finish_with(call._name, args)
+    return call(*args)
+
+
 class Event:
-    """One phase of one request; subclasses decide how the handler is suspended."""
+    """One phase of one request; subclasses decide how the handler is suspended.
+
+    Two ways to spare round trips into the handler (each costs two greenlet switches and the
+    Python around them, about a quarter of a companion-mode request's server time):
+
+    - a declared first call (``defer``): HandleEvent answers the plugin's declared first PDK
+      call (a read) itself, and the handler starts at the next Step with that call's answer
+      at hand; a handler whose first call is another one makes it as usual (the read's answer
+      is dropped);
+    - a last call (``last_call``): the handler goes on at once as if the call returned None;
+      the call is Kong's answer once the handler has ended, and Kong's next Step is answered
+      "ret" without resuming anything (or a 500 exit if Kong answered that call an error).
+    """
 
     # Slots: one event per request, its attributes read at every switch.
-    __slots__ = ("id", "handler", "timeout", "created", "exit_call", "calls")
+    __slots__ = ("id", "handler", "timeout", "created", "exit_call", "calls", "first",
+                 "prefetched", "last", "closing")
 
     def __init__(self, eid: int, handler: Handler, timeout: float = DEFAULT_TIMEOUT) -> None:
         self.id = eid
@@ -98,11 +124,66 @@ class Event:
         self.created = time.monotonic()
         self.exit_call: dict[str, Any] | None = None
         self.calls = 0  # PDK calls made so far (metrics: round trips per request)
+        self.first: tuple[str, tuple[Any, ...]] | None = None  # declared, handler not started
+        self.prefetched: tuple[Any, Any] | None = None  # (data, err) of the declared call
+        self.last: dict[str, Any] | None = None  # the handler's last call (last_call)
+        self.closing = False  # the handler ended with ``last``: Kong's next Step ends it
+
+    def defer(self, method: str, args: tuple[Any, ...]) -> None:
+        """Kong is sent the declared first call ``method(*args)``; the handler starts later."""
+        self.first = (method, args)
+        self.calls = 1
+
+    def _begin(self, data: Any, err: Any) -> Output:
+        # Kong's answer to the declared first call: start the handler with it at hand.
+        self.prefetched = (data, err)
+        return self.start()
+
+    def _close(self, err: Any) -> Output:
+        # Kong's Step after the handler's last call: nothing left to run.
+        self.closing = False
+        if err is not None:
+            log.error("event %d: Kong answered the last call %s with an error (%s); "
+                      "answering 500", self.id, self.last and self.last["Method"], err)
+            return True, ERROR_EXIT
+        return True, RET
+
+    def _ended(self, method: str) -> None:
+        if self.exit_call is not None:
+            raise PDKError(f"{method} after kong.response.exit: Kong has ended the request")
+        raise PDKError(f"{method} after the last call: the handler has ended for Kong")
+
+    def _take_prefetched(self, method: str, args: tuple[Any, ...]) -> tuple[bool, Any]:
+        # (True, answer) when this is the declared first call; the answer goes either way.
+        first, answer = self.first, self.prefetched
+        self.first = self.prefetched = None
+        if first is None or answer is None or first[0] != method or first[1] != args:
+            return False, None
+        data, err = answer
+        if err is not None:
+            raise PDKError(f"{method}: {err}")
+        return True, data
+
+    def finish_with(self, method: str, args: tuple[Any, ...]) -> Any:
+        """Called by the handler through ``last_call``: its last PDK call."""
+        if method in TERMINAL:
+            return self.pdk(method, args)
+        if self.exit_call is not None or self.last is not None:
+            self._ended(method)
+        self.calls += 1
+        if self.prefetched is not None:
+            self.first = self.prefetched = None  # the declared call was not made: dropped
+        self.last = {"Method": method, "Args": list(args)}
+        return None
 
     def pdk(self, method: str, args: tuple[Any, ...]) -> Any:
         """Called by the handler: make one PDK call and return Kong's answer."""
-        if self.exit_call is not None:
-            raise PDKError(f"{method} after kong.response.exit: Kong has ended the request")
+        if self.exit_call is not None or self.last is not None:
+            self._ended(method)
+        if self.prefetched is not None:
+            found, data = self._take_prefetched(method, args)
+            if found:
+                return data
         self.calls += 1
         call = {"Method": method, "Args": list(args)}
         if method in TERMINAL:
@@ -128,6 +209,10 @@ class Event:
             return True, self.exit_call or ERROR_EXIT
         finally:
             _RUNNING.pop(me, None)
+        last = self.last
+        if last is not None:  # never with exit_call: whichever came second raised
+            self.closing = True
+            return True, last
         return True, self.exit_call or RET
 
     def start(self) -> Output:
@@ -224,6 +309,8 @@ class GreenletEvent(Event):
         self.created = monotonic()
         self.exit_call = None
         self.calls = 0
+        self.first = self.prefetched = self.last = None
+        self.closing = False
         self._g: Any = None
         self.waiter: Any = None  # the greenlet waiting for the handler, while it runs
         self.deadline = 0.0
@@ -240,7 +327,11 @@ class GreenletEvent(Event):
         # _switch((data, err)) written out.
         current = getcurrent()
         g = self._g
-        if g is None:
+        if g is None:  # not started yet, ended with a last call, or cancelled
+            if self.first is not None:
+                return self._begin(data, err)
+            if self.closing:
+                return self._close(err)
             return True, ERROR_EXIT
         g.parent = current
         self.deadline = monotonic() + self.timeout
@@ -255,6 +346,8 @@ class GreenletEvent(Event):
         if out[0]:
             self._g = None
             _LIVE.pop(self, None)
+            if self.closing:
+                return False, out[1]
         return out  # type: ignore[no-any-return]
 
     def _switch(self, value: Any) -> Output:
@@ -277,6 +370,8 @@ class GreenletEvent(Event):
         if out[0]:
             self._g = None  # back in _IDLE, or ended: no longer this event's
             _LIVE.pop(self, None)
+            if self.closing:  # its last call: Kong answers it, then steps once more
+                return False, out[1]
         return out
 
     def _timed_out(self) -> Output:
@@ -286,8 +381,12 @@ class GreenletEvent(Event):
 
     def pdk(self, method: str, args: tuple[Any, ...]) -> Any:
         """Event.pdk with the suspension written out (the hot path of every PDK call)."""
-        if self.exit_call is not None:
-            raise PDKError(f"{method} after kong.response.exit: Kong has ended the request")
+        if self.exit_call is not None or self.last is not None:
+            self._ended(method)
+        if self.prefetched is not None:
+            found, data = self._take_prefetched(method, args)
+            if found:
+                return data
         self.calls += 1
         call = {"Method": method, "Args": list(args)}
         if method in TERMINAL:
@@ -328,6 +427,10 @@ class ThreadEvent(Event):
         return self._wait()
 
     def resume(self, data: Any, err: Any = None) -> Output:
+        if self.first is not None:
+            return self._begin(data, err)
+        if self.closing:
+            return self._close(err)
         self._to_handler.put((data, err))
         return self._wait()
 
@@ -337,11 +440,14 @@ class ThreadEvent(Event):
 
     def _wait(self) -> Output:
         try:
-            return self._to_kong.get(timeout=self.timeout)
+            out = self._to_kong.get(timeout=self.timeout)
         except queue.Empty:
             log.error("event %d: handler silent for %gs; answering 500", self.id, self.timeout)
             self.cancel()
             return True, ERROR_EXIT
+        if out[0] and self.closing:  # its last call: Kong answers it, then steps once more
+            return False, out[1]
+        return out
 
     def _suspend(self, call: dict[str, Any]) -> tuple[Any, Any]:
         self._to_kong.put((False, call))

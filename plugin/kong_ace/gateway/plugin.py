@@ -37,7 +37,7 @@ from kong_ace.errors import ConfigError
 from kong_ace.gateway import metrics, rejected, summary
 from kong_ace.gateway.companion import REQUEST_KEY, VERDICT_KEY, request_from, verdict_for
 from kong_ace.gateway.compiled import CACHE, Compiled, plugin_id
-from kong_ace.gateway.events import current_event
+from kong_ace.gateway.events import current_event, last_call
 from kong_ace.gateway.request_line import kong_escape, parse_query, parse_request, strip_query
 from kong_ace.gateway.schema import CONFIG_FIELDS
 
@@ -140,6 +140,10 @@ class Outcome(NamedTuple):
 
 class Plugin:
     """One plugin instance (one per nginx worker and config version); the config is shared."""
+
+    # Every request starts with this read (_access): the server answers HandleEvent with it
+    # and starts the handler at Kong's next Step, a round trip into the handler less.
+    FIRST_CALLS = {"access": ("kong.nginx.get_ctx", (REQUEST_KEY,))}
 
     def __init__(self, config: Mapping[str, Any]) -> None:
         self.compiled: Compiled | None = None
@@ -260,8 +264,10 @@ class Plugin:
         start = perf_counter()
         d = c.enforcer.decide(req)
         seconds = perf_counter() - start
-        done = kong.nginx.set_ctx(VERDICT_KEY, verdict_for(d, req.target or "", c.anonymous,
-                                                           req.path))
+        # The last call: the handler ends now and Kong's Step after it is answered without
+        # a round trip into it (events.last_call); an error from Kong there is a 500 exit.
+        done = last_call(kong.nginx.set_ctx, VERDICT_KEY,
+                         verdict_for(d, req.target or "", c.anonymous, req.path))
         if type(done) is tuple:
             _v(done)
         # tuple.__new__: Outcome's own __new__ is a Python frame, this is one request's.

@@ -22,7 +22,7 @@ import msgpack
 from greenlet import greenlet
 
 from kong_ace.gateway.drain import Connections, Tracked
-from kong_ace.gateway.events import DEFAULT_TIMEOUT, ERROR_EXIT, Event, GreenletEvent
+from kong_ace.gateway.events import DEFAULT_TIMEOUT, ERROR_EXIT, TERMINAL, Event, GreenletEvent
 
 log = logging.getLogger("kong_ace.gateway.server")
 
@@ -79,6 +79,12 @@ class PluginServer:
         self.clock = clock
         self.phases = [p for p in ("certificate", "rewrite", "log", "access", "preread",
                                    "response") if hasattr(module.Plugin, p)]
+        # The PDK call each phase makes first, declared by the plugin (FIRST_CALLS: phase ->
+        # (method, args)): HandleEvent answers it without running the handler (events.py).
+        self.first_calls = {
+            phase: (method, tuple(args), {"Method": method, "Args": list(args)})
+            for phase, (method, args) in getattr(module.Plugin, "FIRST_CALLS", {}).items()
+            if method not in TERMINAL}  # a read: Kong steps back with its answer
         self.instances: dict[int, Instance] = {}
         self.started = time.time()
         self.events: dict[int, Event] = {}
@@ -263,6 +269,10 @@ class PluginServer:
             return {"Data": ERROR_EXIT, "EventId": eid}
         event = self.event_type(eid, getattr(inst.plugin, phase), self.event_timeout)
         self.events[eid] = event
+        first = self.first_calls.get(phase)
+        if first is not None:
+            event.defer(first[0], first[1])
+            return {"Data": first[2], "EventId": eid}
         done, data = event.start()
         if done:
             self.events.pop(eid, None)

@@ -13,6 +13,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from kong_ace.gateway.events import last_call
+
 version = "0.0.1"
 priority = 955
 Schema: list[dict[str, Any]] = []
@@ -32,13 +34,15 @@ def _v(result: Any) -> Any:
 class Plugin:
     """Does nothing but the PDK calls."""
 
+    FIRST_CALLS = {"access": ("kong.nginx.get_ctx", ("kong_ace_request",))}  # as ace's
+
     def __init__(self, config: Any) -> None:
         self.config = config
 
     def access(self, kong: Any) -> None:
         """Three reads, then two header writes (or an exit); or one read and one write."""
         if _v(kong.nginx.get_ctx("kong_ace_request")) is not None:
-            kong.nginx.set_ctx("kong_ace_verdict", VERDICT)
+            last_call(kong.nginx.set_ctx, "kong_ace_verdict", VERDICT)  # as ace does
             return
         _v(kong.nginx.get_var("request"))
         headers = _v(kong.request.get_headers()) or {}
