@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import socket
 import threading
+import time
 from types import SimpleNamespace
 from typing import Any
 
@@ -96,6 +97,32 @@ def test_a_string_that_is_not_utf8_is_kept_byte_for_byte_mid_chunk() -> None:
         # Later calls on the connection still decode (now with surrogateescape).
         wire.sock.sendall(packed(7, "plugin.Step", {"EventId": events[0]}))
         assert wire.reply(7)[b"Data"] == b"ret"
+    finally:
+        wire.close()
+
+
+def test_a_message_not_utf8_in_many_chunks_is_decoded_once_whole() -> None:
+    wire = Wire()
+    try:
+        wire.sock.sendall(packed(1, "plugin.StartInstance", {"Name": "ace", "Config": "{}"}))
+        iid = wire.reply(1)[b"Id"]
+        wire.sock.sendall(packed(2, "plugin.HandleEvent", {"InstanceId": iid,
+                                                           "EventName": "access"}))
+        eid = wire.reply(2)[b"EventId"]
+        # The bad string comes whole in the first piece, the rest of its message later, in
+        # pieces of a few bytes (a large message in many reads).
+        big = packed(3, "plugin.Step", {"EventId": eid, "Data": {"v": BAD, "w": "x" * 5000}})
+        cut = big.index(b"\xff\xfeh\xc3") + 6
+        last = packed(4, "plugin.Step", {"EventId": eid})
+        stream = big + last[:5]  # the next call's start comes with the end of this one
+        wire.sock.sendall(stream[:cut])
+        for i in range(cut, len(stream), 1000):
+            time.sleep(0.01)  # separate reads
+            wire.sock.sendall(stream[i:i + 1000])
+        echoed = wire.reply(3)[b"Data"][b"Args"][1]
+        assert echoed == {b"v": b"\xff\xfeh\xc3", b"w": b"x" * 5000}
+        wire.sock.sendall(last[5:])
+        assert wire.reply(4)[b"Data"] == b"ret"
     finally:
         wire.close()
 

@@ -386,7 +386,8 @@ class Connection:
         fed = done = base = self.unpacker.tell()  # offsets in the unpacker's stream:
         # fed: bytes fed to it; done: after the last whole message; base: where ``kept``
         # starts, the bytes fed since a point where no message was partly read
-        kept = b""
+        kept: bytes | bytearray = b""  # a bytearray while a message is partly read: a large
+        # one comes in many chunks, and appending to bytes would copy it all each time
         try:
             while True:
                 chunk = recv(65536)
@@ -398,7 +399,10 @@ class Connection:
                 else:
                     tracked.took()
                 fed += len(chunk)
-                kept = kept + chunk if kept else chunk
+                if kept:
+                    kept += chunk  # type: ignore[operator]  # a bytearray: in place
+                else:
+                    kept = chunk
                 unpacker = self.unpacker
                 unpacker.feed(chunk)
                 while True:
@@ -412,7 +416,7 @@ class Connection:
                                 break
                     except UnicodeDecodeError:
                         # Not UTF-8: decode this message and the rest with surrogateescape.
-                        kept = kept[done - base:]
+                        kept = bytearray(memoryview(kept)[done - base:])
                         unpacker = self.unpacker = _unpacker(escaping=True)
                         self.escaping = True
                         unpacker.feed(kept)
@@ -428,7 +432,10 @@ class Connection:
                     base = fed
                     tracked.partial = False
                 else:
-                    kept = kept[done - base:]
+                    if type(kept) is bytearray:
+                        del kept[:done - base]
+                    else:
+                        kept = bytearray(memoryview(kept)[done - base:])
                     base = done
                     tracked.partial = True
                 tracked.busy = False
