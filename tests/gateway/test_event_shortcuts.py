@@ -19,10 +19,11 @@ def server(mode: str, access: Any) -> tuple[PluginServer, int, list[str]]:
     seen: list[str] = []
 
     class Plugin:
-        FIRST_CALLS = {"access": ("kong.nginx.get_ctx", ("in",))}
+        first_calls = {"access": ("kong.nginx.get_ctx", ("in",))}
 
         def __init__(self, config: Any) -> None:
-            pass
+            if config.get("plain"):
+                self.first_calls: dict[str, Any] = {}  # as a failing ace instance does
 
         def access(self, kong: Any) -> None:
             seen.append("started")
@@ -157,3 +158,16 @@ def test_last_call_outside_this_server_is_the_plain_call() -> None:
     calls = []
     assert last_call(lambda *a: calls.append(a) or "r", 1, 2) == "r"
     assert calls == [(1, 2)]
+
+
+@MODES
+def test_an_instance_declaring_no_first_call_runs_its_handler_at_once(mode: str) -> None:
+    # ace's failing instances (a rejected config) answer 500 with one PDK call, not two.
+    def access(kong: Any, seen: list[str]) -> None:
+        kong.response.exit(500, {"message": "An unexpected error occurred"})
+
+    srv, _, seen = server(mode, access)
+    iid = srv.start_instance({"Name": "ace", "Config": json.dumps({"plain": True})})["Id"]
+    out = handle(srv, iid)
+    assert out["Data"]["Method"] == "kong.response.exit" and seen == ["started", "ended"]
+    assert not srv.events

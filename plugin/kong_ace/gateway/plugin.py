@@ -142,8 +142,11 @@ class Plugin:
     """One plugin instance (one per nginx worker and config version); the config is shared."""
 
     # Every request starts with this read (_access): the server answers HandleEvent with it
-    # and starts the handler at Kong's next Step, a round trip into the handler less.
-    FIRST_CALLS = {"access": ("kong.nginx.get_ctx", (REQUEST_KEY,))}
+    # and starts the handler at Kong's next Step, a round trip into the handler less. An
+    # instance that starts otherwise (failing, a notice to log) declares nothing: Kong
+    # would make the read for nothing.
+    first_calls: dict[str, tuple[str, tuple[Any, ...]]] = {
+        "access": ("kong.nginx.get_ctx", (REQUEST_KEY,))}
 
     def __init__(self, config: Mapping[str, Any]) -> None:
         self.compiled: Compiled | None = None
@@ -164,6 +167,7 @@ class Plugin:
                 told.logged = True  # type: ignore[attr-defined]
                 raise told from None
             self.failing = pair[1]
+            self.first_calls = {}
             return
         metrics.watch(self.compiled.enforcer.limiter)
         rejection = CACHE.rejection(pid)
@@ -173,6 +177,7 @@ class Plugin:
                 pid, rejection.config_hash):
             self._notice = rejected.serving(pid, rejection.config_hash, rejection.error,
                                             self.compiled.key)
+            self.first_calls = {}
 
     def close(self) -> None:
         """Kong closed this instance (or the server reaped it): drop our hold on the config.

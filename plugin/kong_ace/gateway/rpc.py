@@ -61,6 +61,16 @@ class Instance:
     plugin_id: Any  # config.__plugin_id
     seq: Any  # config.__seq__ (unique per nginx worker and config generation)
     used: float  # monotonic time of its last HandleEvent (or its start)
+    # phase -> (method, args, the call for Kong): the PDK call the plugin declares it makes
+    # first in that phase (its ``first_calls``); HandleEvent answers it (events.py, defer).
+    first_calls: dict[str, tuple[str, tuple[Any, ...], dict[str, Any]]]
+
+
+def first_calls(plugin: Any) -> dict[str, tuple[str, tuple[Any, ...], dict[str, Any]]]:
+    """What ``plugin.first_calls`` (phase -> (method, args)) declares, for Instance."""
+    return {phase: (method, tuple(args), {"Method": method, "Args": list(args)})
+            for phase, (method, args) in (getattr(plugin, "first_calls", None) or {}).items()
+            if method not in TERMINAL}  # a read only: Kong steps back with its answer
 
 
 class PluginServer:
@@ -79,12 +89,6 @@ class PluginServer:
         self.clock = clock
         self.phases = [p for p in ("certificate", "rewrite", "log", "access", "preread",
                                    "response") if hasattr(module.Plugin, p)]
-        # The PDK call each phase makes first, declared by the plugin (FIRST_CALLS: phase ->
-        # (method, args)): HandleEvent answers it without running the handler (events.py).
-        self.first_calls = {
-            phase: (method, tuple(args), {"Method": method, "Args": list(args)})
-            for phase, (method, args) in getattr(module.Plugin, "FIRST_CALLS", {}).items()
-            if method not in TERMINAL}  # a read: Kong steps back with its answer
         self.instances: dict[int, Instance] = {}
         self.started = time.time()
         self.events: dict[int, Event] = {}
@@ -185,7 +189,8 @@ class PluginServer:
             self._next_instance += 1
             self._order += 1
             self.instances[iid] = Instance(plugin, config, time.time(), self._order,
-                                           meta.get("__plugin_id"), meta.get("__seq__"), now)
+                                           meta.get("__plugin_id"), meta.get("__seq__"), now,
+                                           first_calls(plugin))
         log.info("instance #%d of %s started", iid, self.name)
         self.reap(now)
         return {"Name": self.name, "Id": iid, "Config": config, "StartTime": time.time()}
@@ -269,7 +274,7 @@ class PluginServer:
             return {"Data": ERROR_EXIT, "EventId": eid}
         event = self.event_type(eid, getattr(inst.plugin, phase), self.event_timeout)
         self.events[eid] = event
-        first = self.first_calls.get(phase)
+        first = inst.first_calls.get(phase)
         if first is not None:
             event.defer(first[0], first[1])
             return {"Data": first[2], "EventId": eid}
@@ -414,7 +419,10 @@ class Connection:
                                 # All read: asking for more would raise (and the unpacker
                                 # build a traceback) each time, ~3k instructions a message.
                                 break
-                    except UnicodeDecodeError:
+                    except UnicodeDecodeError as exc:
+                        if self.escaping:  # cannot happen with surrogateescape: never loop
+                            log.error("malformed RPC stream, closing connection: %s", exc)
+                            return
                         # Not UTF-8: decode this message and the rest with surrogateescape.
                         kept = bytearray(memoryview(kept)[done - base:])
                         unpacker = self.unpacker = _unpacker(escaping=True)

@@ -34,7 +34,7 @@ def _v(result: Any) -> Any:
 class Plugin:
     """Does nothing but the PDK calls."""
 
-    FIRST_CALLS = {"access": ("kong.nginx.get_ctx", ("kong_ace_request",))}  # as ace's
+    first_calls = {"access": ("kong.nginx.get_ctx", ("kong_ace_request",))}  # as ace's
 
     def __init__(self, config: Any) -> None:
         self.config = config
