@@ -64,14 +64,15 @@ class Enforcer:
         self._keys_by_app: dict[str, list[Any]] | None = None  # decide_as only
         # The quick path (see _quick) serves configs where a plain request needs no second
         # look and carries its key in one header; anything else takes the full path.
-        # Routes the quick path took or declined (see _quick), as Kong's router caches its
-        # matches: kong/router/traditional.lua keys an LRU of DEFAULT_MATCH_LRUCACHE_SIZE
-        # (5000, kong/router/utils.lua) by method, URI and host.
-        self._routes: dict[tuple[Any, ...], Operation | None] = {}
         names = cat.key_header_names
         self._quick_key: str | None = (
             names[0] if len(names) == 1 and cat.key_in_header and not self._reviewed
             and not self._gone else None)
+        self._scoped = cat.service_scoped or cat.host_scoped
+        # Routes the quick path took or declined (see _quick), as Kong's router caches its
+        # matches: kong/router/traditional.lua keys an LRU of DEFAULT_MATCH_LRUCACHE_SIZE
+        # (5000, kong/router/utils.lua) by method, URI and host.
+        self._routes: dict[tuple[Any, ...], Operation | None] = {}
 
     @property
     def warnings(self) -> list[str]:
@@ -194,7 +195,7 @@ class Enforcer:
             return None
         cat = self.catalog
         method = req.method
-        if cat.service_scoped or cat.host_scoped:
+        if self._scoped:
             service = _service_keys(req.service) if cat.service_scoped else ()
             host = _host(req.host) if cat.host_scoped else None
             route: tuple[Any, ...] = (method, path, service, host)
@@ -227,12 +228,12 @@ class Enforcer:
             value = value[0]
         if type(value) is not str or not value:  # noqa: E721 - no key, or an odd one
             return None
-        now = self._clock()
         # check_keys, inlined for the key that passes (hash_key's digest of a str key).
         cred = cat.credentials.get(sha256(value.encode("utf-8", "surrogateescape")).hexdigest())
-        if cred is None or cred.status != "active" or (
-                cred.expires_at is not None and cred.expires_at <= now):
-            return check_keys(cat, (value,), now, op.id)  # the 401 that refuses it
+        if cred is None or cred.status != "active" or cred.expires_at is not None:
+            now = self._clock()  # (read only for a key that can expire)
+            if cred is None or cred.status != "active" or cred.expires_at <= now:  # type: ignore
+                return check_keys(cat, (value,), now, op.id)  # the 401 that refuses it
         app = cred.application
         return self._authorize(op, app, cat.key_header_names if cat.hide_credentials else (),
                                app.consumer, (), (), None)
