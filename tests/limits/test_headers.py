@@ -83,3 +83,20 @@ def test_through_the_enforcer_on_admits_and_on_429(style: str) -> None:
     hidden = config_with(1, headers=style, hide_client_headers=True)
     assert Enforcer(hidden, clock=Clock(T0 + 1), storage=MemoryStorage()).decide(
         list_flights()).headers == {}
+
+
+@pytest.mark.parametrize("window_type", ["fixed", "sliding"])
+@pytest.mark.parametrize("limits", [(Limit(5, 1),), (Limit(3, 60),), (Limit(7, 3600),),
+                                    (Limit(0, 60),), (Limit(2, 1), Limit(2, 1))])
+def test_the_one_window_shortcut_answers_as_the_loop_does(window_type: str,
+                                                          limits: tuple[Limit, ...]) -> None:
+    # Limiter.consume answers an admitted one-window hit in one dict display; the general loop
+    # (the shortcut turned off) must say the same, header order included, as time goes by.
+    clock = Clock(T0 + 0.25)
+    quick, loop = limiter(clock, None, window_type), limiter(clock, None, window_type)
+    loop._one_window = False
+    for step in range(200):
+        clock.now += (0.05, 0.4, 7.3, 61.0)[step % 4]
+        a, b = quick.consume("k", limits), loop.consume("k", limits)
+        assert (a, list(a.headers)) == (b, list(b.headers))
+    assert quick._plans[limits].single and not loop._plans[limits].single

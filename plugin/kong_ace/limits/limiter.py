@@ -54,7 +54,7 @@ class RateResult:
 class _Plan:
     """Per limits tuple, computed once: windows by decreasing period and their header names."""
 
-    __slots__ = ("pairs", "names", "policy", "items")
+    __slots__ = ("pairs", "names", "policy", "items", "single")
 
     def __init__(self, limits: Sequence[Limit]) -> None:
         strictest: dict[int, int] = {}
@@ -79,6 +79,7 @@ class _Plan:
             f'"{name}";q={lim};w={p}' for name, (p, lim) in zip(names, self.pairs, strict=True)
         )
         self.items = tuple(f'"{name}";r=' for name in names)  # §4: the RateLimit members
+        self.single = False  # one window and Kong's headers only (set by the Limiter)
 
 
 class Limiter:
@@ -100,6 +101,7 @@ class Limiter:
         self.kong_headers = headers in ("kong", "both")
         self.ietf_headers = headers in ("ietf", "both")
         self._plans: dict[tuple[Limit, ...], _Plan] = {}
+        self._one_window = self.kong_headers and not self.ietf_headers  # see _Plan.single
 
     def consume(self, key: str, limits: Sequence[Limit]) -> RateResult:
         """Charge every limit if all have room, else nothing; raises StorageUnavailable."""
@@ -109,9 +111,22 @@ class Limiter:
         if plan is None:
             limits = tuple(limits)
             plan = self._plans[limits] = _Plan(limits)
+            plan.single = self._one_window and len(plan.pairs) == 1
         now = self.clock()
         windows = self.window.windows(plan.pairs, now)
         allowed, counts = self.storage.acquire(key, windows, now)
+        if allowed and plan.single and not self.hide_client_headers:
+            # One window, Kong's headers only, admitted (the usual hit): the loop below in one
+            # dict display.
+            period, limit, start, weight = windows[0]
+            cur, prev = counts[0]
+            left = limit - cur - prev * weight - 1
+            remaining = str(int(left)) if left > 0 else "0"
+            lname, rname, lstr = plan.names[0]
+            reset = period - int(now - start)
+            return RateResult(True, {lname: lstr, rname: remaining, "RateLimit-Limit": lstr,
+                                     "RateLimit-Remaining": remaining,
+                                     "RateLimit-Reset": str(reset if reset > 1 else 1)}, None)
 
         retry_after = None
         denied_by: list[int] = []  # per window: seconds until it admits again, 0 if it does
