@@ -100,12 +100,20 @@ class Enforcer:
         """The match ``decide`` would make for ``req`` (hand it back to skip a second one)."""
         return self._route(req, _lower_keys(req.headers))
 
-    def _route(self, req: Request, headers: Mapping[str, Any]) -> Routed:
+    def _route(self, req: Request, headers: Mapping[str, Any], plain: Screened | None = None,
+               exact: Match | None = None) -> Routed:
+        # ``plain``, ``exact``: the screen's answer for a plain request and its match, when the
+        # quick path has them (a long path is not matched twice).
         cat = self.catalog
-        s = screen(cat.policy, req, headers)
-        if s.refusal is not None:
-            return Routed(None, frozenset(), s)
-        if cat.service_scoped or cat.host_scoped:
+        if plain is None:
+            s = screen(cat.policy, req, headers)
+            if s.refusal is not None:
+                return Routed(None, frozenset(), s)
+        else:
+            s = plain
+        if exact is not None:
+            m = exact
+        elif cat.service_scoped or cat.host_scoped:
             m = self._match(s.method, s.path, req.host, req.service, normalized=True)
         else:  # no API is scoped: what _match does, one call and two tests fewer
             m = cat.matcher.match(s.method, s.path, (), None)
@@ -171,16 +179,18 @@ class Enforcer:
         """
         if routed is None and self._quick_key is not None:
             quick = self._quick(req, self._quick_key)
-            if quick is not None:
+            if type(quick) is Decision:
                 return quick
+            routed = quick  # how far the quick path got, for the full path to go on from
         headers = _lower_keys(req.headers)
         m = routed if isinstance(routed, Routed) else self._route(req, headers)
         if self._reviewed:
             return self._review(self._decide(req, headers, m), req, headers, m)
         return self._decide(req, headers, m)
 
-    def _quick(self, req: Request, key_name: str) -> Decision | None:
-        """``decide`` for the usual request in fewer steps; None: take the full path.
+    def _quick(self, req: Request, key_name: str) -> Decision | Routed | None:
+        """``decide`` for the usual request in fewer steps; else the full path's route when
+        the quick path got that far (what ``_route`` returns), else None.
 
         The usual request: plain_path recognises it (screen would find nothing to do), it
         reaches an operation, the folded reading cannot differ, no other plugin authenticated
@@ -217,17 +227,19 @@ class Enforcer:
                 if len(routes) >= ROUTES_MAX:
                     routes.clear()  # bounded: a stream of new paths only refills it
                 routes[route] = op
+            if op is None:  # the full path decides, on this screen and this match
+                return self._route(req, headers, Screened(None, method, path), m)
         if op is None:
             return None
         if cat.key_in_query and req.query and any(n in req.query for n in cat.key_names):
-            return None
+            return self._plain(op, method, path)
         value = headers.get(key_name)
         if type(value) is list:
             if len(value) != 1:
-                return None
+                return self._plain(op, method, path)
             value = value[0]
         if type(value) is not str or not value:  # noqa: E721 - no key, or an odd one
-            return None
+            return self._plain(op, method, path)
         # check_keys, inlined for the key that passes (hash_key's digest of a str key).
         cred = cat.credentials.get(sha256(value.encode("utf-8", "surrogateescape")).hexdigest())
         if cred is None or cred.status != "active" or cred.expires_at is not None:
@@ -237,6 +249,12 @@ class Enforcer:
         app = cred.application
         return self._authorize(op, app, cat.key_header_names if cat.hide_credentials else (),
                                app.consumer, (), (), None)
+
+    @staticmethod
+    def _plain(op: Operation, method: str, path: str) -> Routed:
+        # What _route returns for a plain request whose route the quick path took: the
+        # screen's plain answer, the operation, no other method (it matched), one reading.
+        return Routed(op, frozenset(), Screened(None, method, path))
 
     def _decide(self, req: Request, headers: Mapping[str, Any], m: Routed) -> Decision:
         cat = self.catalog

@@ -269,49 +269,36 @@ class Matcher:
         self, method: str, path: str, service: tuple[str, ...] = (), host: str | None = None
     ) -> Match:
         """Match a normalised path (see normalize_path)."""
-        op = self.find(method, path, service, host)
+        segs = _segments(path)
+        if segs is None:
+            return NO_MATCH
+        op = self._first_leaf(segs, method, service, host)
         if op is not None:
             return Match(op)
-        if not path.startswith("/"):
-            return NO_MATCH
-        body = path[1:]
-        if body.endswith("/"):
-            body = body[:-1]
         allowed: set[str] = set()
-        op = _walk(self._root, body.split("/") if body else [], 0, method, service, host,
-                   allowed)
+        op = _walk(self._root, segs, 0, method, service, host, allowed)
         if op is not None:
             return Match(op)
         return Match(None, frozenset(allowed)) if allowed else NO_MATCH
 
-    def find(
-        self, method: str, path: str, service: tuple[str, ...] = (), host: str | None = None
-    ) -> Operation | None:
-        """The operation ``match`` finds when the first leaf it reaches holds it, else None.
-
-        The first leaf: static child first, then the first matching pattern, then the
-        parameter. When it holds the operation the full search returns that same one, so
-        None only means "ask ``match``" (a miss, or an operation found by backtracking).
-        """
-        if not path.startswith("/"):
-            return None
-        body = path[1:]
-        if body.endswith("/"):
-            body = body[:-1]
+    def _first_leaf(self, segs: list[str], method: str, service: tuple[str, ...],
+                    host: str | None) -> Operation | None:
+        # The first leaf the search reaches: static child first, then the first matching
+        # pattern, then the parameter. When it holds the operation the full search returns
+        # that same one, so only a miss pays for backtracking.
         node: _Node | None = self._root
-        if body:
-            for seg in body.split("/"):
-                child = node.static.get(seg)  # type: ignore[union-attr]
-                if child is None and seg:
-                    for pat, pnode in node.patterns:  # type: ignore[union-attr]
-                        if pat.fullmatch(seg):
-                            child = pnode
-                            break
-                    else:
-                        child = node.param  # type: ignore[union-attr]
-                node = child
-                if node is None:
-                    return None
+        for seg in segs:
+            child = node.static.get(seg)  # type: ignore[union-attr]
+            if child is None and seg:
+                for pat, pnode in node.patterns:  # type: ignore[union-attr]
+                    if pat.fullmatch(seg):
+                        child = pnode
+                        break
+                else:
+                    child = node.param  # type: ignore[union-attr]
+            node = child
+            if node is None:
+                return None
         endpoints = node.endpoints  # type: ignore[union-attr]
         if endpoints is None:
             return None
@@ -324,6 +311,16 @@ class Matcher:
                 if scope.admits(service, host):
                     return op
         return None
+
+
+def _segments(path: str) -> list[str] | None:
+    """A normalised path's segments (no trailing empty one); None if it is not absolute."""
+    if not path.startswith("/"):
+        return None
+    body = path[1:]
+    if body.endswith("/"):
+        body = body[:-1]
+    return body.split("/") if body else []
 
 
 def _walk(
