@@ -226,7 +226,8 @@ def plain_path(req: Any, headers: Mapping[str, Any]) -> str | None:
             return None
     if req.headers_truncated:
         return None
-    if not req.normalized and (not path.startswith("/") or "/." in path or "//" in path):
+    if not req.normalized and (not path.startswith("/") or "//" in path or (
+            "." in path and "/." in path)):  # ('.' first: memchr, where "/." crawls over '/')
         return None  # normalize_path would change it (without '%' it changes nothing else)
     # One string for the name checks: they run in C. A name holding '\n' only makes a check
     # see more than there is (then the screen looks).
