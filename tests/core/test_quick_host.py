@@ -10,8 +10,11 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from kong_ace import Decision, Enforcer, Request
+from kong_ace.core.target import _port_of, host_key
 from tests.conftest import WEB_KEY, example_config
 
 PATH = "/flights/v1/flights/BA1"
@@ -62,3 +65,14 @@ def test_the_usual_shape_is_admitted_on_the_quick_path() -> None:
                   host="127.0.0.1:8000", authority="127.0.0.1", target=PATH, normalized=True)
     fast, _, answered = served(example_config(), req)
     assert answered and fast.allowed and fast.operation_id == "getFlight"
+
+
+HOSTS = st.text(alphabet="aZ.-:@[] 9\u00b2", max_size=12)
+
+
+@given(HOSTS, HOSTS)
+def test_port_shortcut_agrees_with_host_key(authority: str, rest: str) -> None:
+    # _port_of may only say "same host" where the screen's host_key comparison says so too.
+    for host in (authority + rest, authority + ":" + rest, rest):
+        if _port_of(authority, host):
+            assert host_key(authority) == host_key(host), (authority, host)
