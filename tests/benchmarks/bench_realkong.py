@@ -184,7 +184,6 @@ class OneTripNode(KongNode):
     """Kong with bench-onetrip and onetrip/server.py: the floor of the one-round-trip design."""
 
     def __init__(self, workers: int = 1) -> None:
-        self.trip_socket = ""
         super().__init__(_declarative([]), mode="classic", workers=workers, server="none")
         self.trip_socket = str(self.prefix / "onetrip.sock")
         self.declarative["plugins"].insert(0, {"name": "bench-onetrip",

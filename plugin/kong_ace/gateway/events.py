@@ -295,22 +295,14 @@ _LIVE = _DEADLINES.live
 class GreenletEvent(Event):
     """Handler in a raw greenlet; every switch returns to whoever resumed it.
 
-    This runs three times per request (HandleEvent and two Steps in companion mode): the
-    switch is written out in resume() rather than shared, a frame less for each Step.
+    In companion mode a request reaches the handler once (first and last calls, see Event):
+    every other message is answered without a switch.
     """
 
     __slots__ = ("_g", "waiter", "deadline")
 
     def __init__(self, eid: int, handler: Handler, timeout: float = DEFAULT_TIMEOUT) -> None:
-        # Event.__init__ written out: one call less per request.
-        self.id = eid
-        self.handler = handler
-        self.timeout = timeout
-        self.created = monotonic()
-        self.exit_call = None
-        self.calls = 0
-        self.first = self.prefetched = self.last = None
-        self.closing = False
+        super().__init__(eid, handler, timeout)
         self._g: Any = None
         self.waiter: Any = None  # the greenlet waiting for the handler, while it runs
         self.deadline = 0.0
@@ -324,31 +316,13 @@ class GreenletEvent(Event):
         return self._switch(self)
 
     def resume(self, data: Any, err: Any = None) -> Output:
-        # _switch((data, err)) written out.
-        current = getcurrent()
-        g = self._g
-        if g is None:  # not started yet, ended with a last call, or cancelled
+        if self._g is None:  # not started yet, ended with a last call, or cancelled
             if self.first is not None:
                 return self._begin(data, err)
             if self.closing:
                 return self._close(err)
             return True, ERROR_EXIT
-        g.parent = current
-        self.deadline = monotonic() + self.timeout
-        self.waiter = current
-        try:
-            out = g.switch((data, err))
-        except EventTimeout:
-            out = None
-        self.waiter = None
-        if out is None:
-            return self._timed_out()
-        if out[0]:
-            self._g = None
-            _LIVE.pop(self, None)
-            if self.closing:
-                return False, out[1]
-        return out  # type: ignore[no-any-return]
+        return self._switch((data, err))
 
     def _switch(self, value: Any) -> Output:
         # Kong may send the next Step on another connection (another greenlet): make that one
@@ -379,27 +353,8 @@ class GreenletEvent(Event):
         self.cancel()
         return True, ERROR_EXIT
 
-    def pdk(self, method: str, args: tuple[Any, ...]) -> Any:
-        """Event.pdk with the suspension written out (the hot path of every PDK call)."""
-        if self.exit_call is not None or self.last is not None:
-            self._ended(method)
-        if self.prefetched is not None:
-            found, data = self._take_prefetched(method, args)
-            if found:
-                return data
-        self.calls += 1
-        call = {"Method": method, "Args": list(args)}
-        if method in TERMINAL:
-            self.exit_call = call
-            return None
-        data, err = self._g.parent.switch((False, call))
-        if err is not None:
-            raise PDKError(f"{method}: {err}")
-        return data
-
     def _suspend(self, call: dict[str, Any]) -> tuple[Any, Any]:
-        answer = self._g.parent.switch((False, call))
-        return answer  # type: ignore[no-any-return]
+        return self._g.parent.switch((False, call))  # type: ignore[no-any-return]
 
     def cancel(self) -> None:
         _LIVE.pop(self, None)

@@ -384,7 +384,6 @@ class Connection:
         recv, send = socket_io(sock)
         tracked = Tracked(sock, send,
                           threaded=not issubclass(self.server.event_type, GreenletEvent))
-        lock = tracked.lock
         if self.connections is not None:
             self.connections.add(tracked)
         answer = self.answer
@@ -398,11 +397,7 @@ class Connection:
                 chunk = recv(65536)
                 if not chunk:
                     return
-                if lock is None:  # Tracked.took() inline: gevent mode, nothing runs between
-                    tracked.busy = True
-                    tracked.poked = False
-                else:
-                    tracked.took()
+                tracked.took()
                 fed += len(chunk)
                 if kept:
                     kept += chunk  # type: ignore[operator]  # a bytearray: in place
